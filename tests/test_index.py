@@ -1,0 +1,279 @@
+"""VectorIndex: ids survive add/remove/save/load, filters restrict, specs are honoured or refused clearly."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from deepseek_rag.errors import IndexFormatError, IndexSpecError, InvalidInputError
+from deepseek_rag.index import (
+    AUTO_IVF_THRESHOLD,
+    MIN_POINTS_PER_LIST,
+    VectorIndex,
+    resolve_auto_spec,
+    suggest_nlist,
+)
+
+DIM = 32
+N = 2000
+
+
+def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)  # float64 on purpose: the index casts
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_faiss_thread():
+    """Spinning OpenMP threads on a busy CI box make k-means 10x slower; one thread keeps tests ~1 s."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[np.ndarray, np.ndarray]:
+    ids = np.arange(N, dtype=np.int64) * 10 + 7  # sparse, non-positional ids
+    return ids, unit_vectors(N)
+
+
+def exact_top(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    return ids[np.argsort(-(queries @ vectors.T), axis=1)[:, :k]]
+
+
+def built(spec: str, corpus) -> VectorIndex:
+    ids, vectors = corpus
+    index = VectorIndex(DIM, spec)
+    index.add(ids, vectors)
+    return index
+
+
+def test_flat_finds_each_vector_itself_with_score_one(corpus):
+    ids, vectors = corpus
+    index = built("Flat", corpus)
+    assert len(index) == N and index.is_trained and index.spec == "Flat"
+    scores, found = index.search(vectors[:50], 3)
+    assert scores.dtype == np.float32 and found.dtype == np.int64 and found.shape == (50, 3)
+    np.testing.assert_array_equal(found[:, 0], ids[:50])
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all(), "scores are higher-is-better, sorted descending"
+
+
+def test_one_dimensional_query_gives_one_row(corpus):
+    _, vectors = corpus
+    scores, found = built("Flat", corpus).search(vectors[3], 2)
+    assert scores.shape == found.shape == (1, 2)
+
+
+@pytest.mark.parametrize("spec, min_recall", [("IVF16,Flat", 1.0), ("IVF16,PQ8x8", 0.5)])
+def test_ivf_with_all_lists_probed_finds_the_neighbours(corpus, spec, min_recall):
+    ids, vectors = corpus
+    index = built(spec, corpus)
+    assert index.nlist == 16 and index.nprobe == 8  # default: nlist // 16, at least 8
+    index.nprobe = 100
+    assert index.nprobe == 16
+    queries = unit_vectors(100, seed=1)
+    _, found = index.search(queries, 10, nprobe=16)
+    truth = exact_top(vectors, ids, queries, 10)
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
+    assert recall >= min_recall
+    _, itself = index.search(vectors[:200], 1, nprobe=16)
+    assert (itself[:, 0] == ids[:200]).mean() >= 0.95
+    if spec == "IVF16,Flat":  # a single probed list misses neighbours, so nprobe does reach faiss
+        _, one_probe = index.search(queries, 10, nprobe=1)
+        assert (one_probe != found).any()
+
+
+@pytest.mark.parametrize("spec", ["Flat", "IVF16,Flat", "IVF16,PQ8x4fs", "SQ8"])
+def test_ids_survive_repeated_removes_save_and_load(corpus, spec, tmp_path):
+    ids, vectors = corpus
+    index = built(spec, corpus)
+    assert index.remove(ids[:10]) == 10
+    assert index.remove(ids[10:20]) == 10  # a second remove: the IndexIDMap2-over-IVF trap
+    assert index.remove(ids[5:15]) == 0  # already gone
+    assert index.remove(np.array([999_999_999])) == 0
+    assert len(index) == N - 20
+
+    probe = slice(20, 60)
+    _, found = index.search(vectors[probe], 5, nprobe=16)
+    assert not np.isin(found, ids[:20]).any()
+    assert (found[:, 0] == ids[probe]).mean() >= 0.9
+
+    index.add(ids[:5], vectors[:5])  # removed ids can be reused
+    path = tmp_path / "vectors.faiss"
+    index.save(path)
+    assert not list(tmp_path.glob("*.tmp-*"))
+    assert index.nbytes() == path.stat().st_size
+
+    loaded = VectorIndex.load(path, writable=True)
+    assert len(loaded) == N - 15 and loaded.spec == spec
+    np.testing.assert_array_equal(loaded.ids, index.ids)
+    _, again = loaded.search(vectors[probe], 5, nprobe=16)
+    np.testing.assert_array_equal(again, found)
+    assert loaded.remove(ids[20:22]) == 2 and loaded.remove(ids[20:23]) == 1
+    loaded.add(ids[10:12], vectors[10:12])
+    assert len(loaded) == N - 16
+
+
+def test_mmapped_ivf_is_read_only_but_searches_and_saves(corpus, tmp_path):
+    ids, vectors = corpus
+    index = built("IVF16,Flat", corpus)
+    index.remove(ids[:3])
+    index.save(tmp_path / "a.faiss")
+
+    mapped = VectorIndex.load(tmp_path / "a.faiss")  # mmap is the default
+    assert mapped.read_only and len(mapped) == N - 3
+    _, found = mapped.search(vectors[3:10], 1, nprobe=16)
+    np.testing.assert_array_equal(found[:, 0], ids[3:10])
+    with pytest.raises(InvalidInputError, match="writable=True"):
+        mapped.add(np.array([1]), vectors[:1])
+    with pytest.raises(InvalidInputError, match="writable=True"):
+        mapped.remove(ids[5:6])
+
+    mapped.save(tmp_path / "b.faiss")  # a copy of the source, not faiss's mmap stub
+    copy = VectorIndex.load(tmp_path / "b.faiss", writable=True)
+    assert not copy.read_only and len(copy) == N - 3
+    assert copy.remove(ids[5:6]) == 1
+
+
+def test_allowed_ids_restrict_results(corpus):
+    ids, vectors = corpus
+    allowed = ids[100:130]
+    for spec in ("Flat", "IVF16,Flat"):
+        index = built(spec, corpus)
+        scores, found = index.search(vectors[:20], 10, allowed_ids=allowed, nprobe=16)
+        assert np.isin(found, allowed).all(), spec
+        np.testing.assert_array_equal(found, exact_top(vectors[100:130], allowed, vectors[:20], 10))
+        # fewer allowed than k: padded
+        _, few = index.search(vectors[:2], 5, allowed_ids=ids[[0, 1, 2]], nprobe=16)
+        assert set(few[0, :3]) == set(ids[:3]) and (few[:, 3:] == -1).all()
+        # nothing allowed that exists: all padding, no faiss call
+        s, none = index.search(vectors[:2], 3, allowed_ids=np.array([5]))
+        assert (none == -1).all() and np.isneginf(s).all()
+
+
+def test_k_larger_than_ntotal_pads_with_minus_one():
+    index = VectorIndex(DIM, "Flat")
+    index.add(np.array([4, 8, 15]), unit_vectors(3))
+    scores, found = index.search(unit_vectors(2, seed=3), 5)
+    assert found.shape == (2, 5)
+    assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+    assert set(found[0, :3]) == {4, 8, 15}
+    empty = VectorIndex(DIM)
+    assert (empty.search(unit_vectors(1), 2)[1] == -1).all()
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True])
+def test_bad_k_raises(corpus, k):
+    with pytest.raises(InvalidInputError, match="k must be"):
+        built("Flat", corpus).search(corpus[1][:1], k)
+
+
+def test_dimension_mismatch_raises(corpus):
+    index = built("Flat", corpus)
+    with pytest.raises(InvalidInputError, match=r"\(n, 32\)"):
+        index.search(unit_vectors(1, dim=16), 3)
+    with pytest.raises(InvalidInputError, match=r"\(n, 32\)"):
+        index.add(np.array([1]), unit_vectors(1, dim=16))
+
+
+def test_bad_ids_raise(corpus):
+    ids, vectors = corpus
+    index = built("Flat", corpus)
+    with pytest.raises(InvalidInputError, match="already in the index"):
+        index.add(ids[:2], vectors[:2])
+    with pytest.raises(InvalidInputError, match="duplicate"):
+        VectorIndex(DIM, "Flat").add(np.array([1, 1]), vectors[:2])
+    with pytest.raises(InvalidInputError, match="one id per vector"):
+        VectorIndex(DIM, "Flat").add(np.array([1]), vectors[:2])
+    with pytest.raises(InvalidInputError, match="non-negative"):
+        VectorIndex(DIM, "Flat").add(np.array([-1]), vectors[:1])
+    with pytest.raises(InvalidInputError, match="NaN"):
+        VectorIndex(DIM, "Flat").add(np.array([1]), np.full((1, DIM), np.nan))
+
+
+@pytest.mark.parametrize(
+    "spec, reason",
+    [
+        ("IVFxx,Foo", "could not parse"),
+        ("IVF16,PQ7x8", "multiple of the number of subquantizers"),
+        ("IVF16,Flat,RFlat", "rescore_vectors"),
+        ("IDMap2,Flat", "drop 'IDMap'"),
+        ("", "factory string"),
+    ],
+)
+def test_bad_specs_name_the_reason(spec, reason):
+    with pytest.raises(IndexSpecError, match=reason) as err:
+        VectorIndex(DIM, spec)
+    assert repr(spec) in str(err.value)
+
+
+def test_ivf_with_more_lists_than_vectors_raises():
+    index = VectorIndex(DIM, "IVF64,Flat")
+    with pytest.raises(IndexSpecError, match="IVF64 needs at least 64 vectors to train, got 30"):
+        index.add(np.arange(30), unit_vectors(30))
+    with pytest.raises(IndexSpecError, match="at least as large as number of clusters"):
+        VectorIndex(DIM, "IVF4,PQ8x8").train(unit_vectors(100))  # PQ8x8 needs 256 training points
+
+
+def test_few_vectors_per_list_warns(caplog):
+    VectorIndex(DIM, "IVF16,Flat").train(unit_vectors(16 * MIN_POINTS_PER_LIST - 1))
+    assert "fewer than 39 per list" in caplog.text
+
+
+def test_hnsw_refuses_removal_clearly(corpus):
+    ids, vectors = corpus
+    index = VectorIndex(DIM, "HNSW16")
+    index.add(ids[:200], vectors[:200])
+    with pytest.raises(InvalidInputError, match="does not support deletion"):
+        index.remove(ids[:1])
+    assert len(index) == 200 and index.search(vectors[:1], 1)[1][0, 0] == ids[0]
+
+
+def test_auto_spec_resolution():
+    assert resolve_auto_spec(AUTO_IVF_THRESHOLD - 1, 384) == "Flat"
+    assert resolve_auto_spec(1_000_000, 384) == "IVF4096,PQ96x8"
+    assert resolve_auto_spec(100_000, 32) == "IVF1024,PQ8x8"
+    assert resolve_auto_spec(100_000, 30).endswith(",PQ6x8")  # 30 % 6 == 0
+    for n in (1, 40, 1000, AUTO_IVF_THRESHOLD, 10**7):
+        nlist = suggest_nlist(n)
+        assert nlist & (nlist - 1) == 0 and (nlist == 1 or n // nlist >= MIN_POINTS_PER_LIST)
+
+    index = VectorIndex(DIM)
+    assert index.spec == "auto" and len(index) == 0
+    index.add(np.arange(100), unit_vectors(100))
+    assert index.spec == "Flat"
+
+
+def test_rescore_returns_exact_scores(corpus):
+    ids, vectors = corpus
+    index = built("IVF16,PQ8x8", corpus)
+    by_id = dict(zip(ids.tolist(), vectors.astype(np.float32)))
+    queries = unit_vectors(20, seed=2)
+    scores, found = index.search(
+        queries, 5, nprobe=16, rescore_vectors=lambda wanted: np.stack([by_id[i] for i in wanted.tolist()])
+    )
+    exact = np.einsum("qkd,qd->qk", np.stack([[by_id[i] for i in row] for row in found.tolist()]), queries)
+    np.testing.assert_allclose(scores, exact, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    approx, _ = index.search(queries, 5, nprobe=16)
+    assert not np.allclose(approx, scores, atol=1e-3)  # PQ scores differ; rescoring replaced them
+    with pytest.raises(InvalidInputError, match="rescore_vectors returned shape"):
+        index.search(queries, 5, rescore_vectors=lambda wanted: np.zeros((1, DIM)))
+
+
+def test_damaged_files_raise_index_format_error(corpus, tmp_path):
+    path = tmp_path / "vectors.faiss"
+    built("IVF16,Flat", corpus).save(path)
+    data = path.read_bytes()
+    for name, payload in [("truncated", data[: len(data) // 2]), ("garbage", b"not a faiss index" * 8), ("empty", b"")]:
+        bad = tmp_path / f"{name}.faiss"
+        bad.write_bytes(payload)
+        for mmap in (True, False):
+            with pytest.raises(IndexFormatError, match="rebuild the index") as err:
+                VectorIndex.load(bad, mmap=mmap)
+            assert str(bad) in str(err.value)
+    with pytest.raises(IndexFormatError, match="no index file"):
+        VectorIndex.load(tmp_path / "missing.faiss")
