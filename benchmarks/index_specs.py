@@ -26,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from deepseek_rag.errors import DeepSeekRAGError  # noqa: E402
 from deepseek_rag.index import VectorIndex  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    result = run(args)
+    try:
+        result = run(args)
+    except DeepSeekRAGError as exc:  # a bad spec or bad vectors: a message, not a traceback
+        raise SystemExit(f"error: {exc}") from exc
     if args.json:
         print(json.dumps(result, indent=2))
     else:

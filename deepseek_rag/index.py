@@ -137,6 +137,12 @@ def _build_faiss_index(spec: str, dim: int) -> faiss.Index:
     return index
 
 
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def _as_matrix(values: object, dim: int, what: str, *, allow_1d: bool = False) -> np.ndarray:
     """``values`` as a C-contiguous float32 (n, dim) matrix, or an :class:`InvalidInputError`."""
     arr = np.asarray(values)
@@ -191,11 +197,9 @@ class VectorIndex:
     """
 
     def __init__(self, dim: int, spec: str = "auto", *, use_gpu: bool | None = None) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise InvalidInputError(f"dim must be a positive int, got {dim!r}")
         if not isinstance(spec, str) or not spec.strip():
             raise IndexSpecError(f"index spec must be a faiss factory string or 'auto', got {spec!r}")
-        self._dim = int(dim)
+        self._dim = _positive_int(dim, "dim")
         self._spec = spec.strip()
         self._index: faiss.Index | None = None if self._spec == "auto" else _build_faiss_index(self._spec, self._dim)
         self._ids = np.empty(0, dtype=np.int64)  # sorted ids present in the index
@@ -252,7 +256,7 @@ class VectorIndex:
 
     @nprobe.setter
     def nprobe(self, value: int | None) -> None:
-        self._nprobe = None if value is None else self._check_nprobe(value)
+        self._nprobe = None if value is None else _positive_int(value, "nprobe")
 
     def __repr__(self) -> str:
         return f"VectorIndex(dim={self._dim}, spec={self._spec!r}, ntotal={self.ntotal})"
@@ -347,12 +351,10 @@ class VectorIndex:
         with the vectors it returns (in the order of the ids given).
         HNSW explores only ``efSearch`` nodes, so a narrow ``allowed_ids`` may return fewer than k results.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InvalidInputError(f"k must be a positive int, got {k!r}")
-        if isinstance(rescore_factor, bool) or not isinstance(rescore_factor, (int, np.integer)) or rescore_factor < 1:
-            raise InvalidInputError(f"rescore_factor must be a positive int, got {rescore_factor!r}")
+        k = _positive_int(k, "k")
+        rescore_factor = _positive_int(rescore_factor, "rescore_factor")
         q = _as_matrix(queries, self._dim, "queries", allow_1d=True)
-        probe = None if nprobe is None else self._check_nprobe(nprobe)
+        probe = None if nprobe is None else _positive_int(nprobe, "nprobe")
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         ids = np.full((len(q), k), -1, dtype=np.int64)
         allowed = None
@@ -513,12 +515,6 @@ class VectorIndex:
                 f"this index is memory-mapped read-only from {self._mapped_from[0]}; "
                 "load it with VectorIndex.load(path, writable=True) to add or remove vectors"
             )
-
-    @staticmethod
-    def _check_nprobe(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InvalidInputError(f"nprobe must be a positive int, got {value!r}")
-        return int(value)
 
     @staticmethod
     def _want_gpu(use_gpu: bool | None) -> bool:
