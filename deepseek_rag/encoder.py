@@ -102,6 +102,9 @@ def read_sentence_transformers_config(model_dir: Path) -> dict[str, Any]:
             found["pooling"] = "lasttoken"
         elif pooling_cfg.get("pooling_mode_mean_tokens"):
             found["pooling"] = "mean"
+    dense_dir = next((m["path"] for m in modules if m.get("type", "").endswith("models.Dense")), None)
+    if dense_dir is not None:
+        found["dense"] = dense_dir
     bert_cfg = _read_json(model_dir / "sentence_bert_config.json")
     if isinstance(bert_cfg, dict) and bert_cfg.get("max_seq_length"):
         found["max_seq_length"] = int(bert_cfg["max_seq_length"])
@@ -240,6 +243,8 @@ class DualEncoder:
         self.adapter_hash: str | None = None
         if adapter is not None:
             model = self._attach_adapter(model, Path(config.adapter), adapter)
+        if self.projection is None and st_config.get("dense"):
+            self.projection = _load_dense(model_dir / st_config["dense"])
         self.model = model.to(self.device, dtype=self.dtype).eval()
         if self.projection is not None:
             self.projection = self.projection.to(self.device, dtype=self.dtype).eval()
@@ -374,6 +379,27 @@ def check_fingerprint(expected: dict[str, Any], actual: dict[str, Any], where: s
             f"the index at {where} was built with encoder {expected.get('model')!r} and cannot be searched with "
             f"{actual.get('model')!r} ({'; '.join(diffs)}). Open it with the same model and adapter, or rebuild it."
         )
+
+
+def _load_dense(folder: Path) -> Any:
+    """A sentence-transformers Dense module with identity activation (as ``finetune export`` writes) as a projection."""
+    import torch
+
+    cfg = _read_json(folder / "config.json") or {}
+    activation = str(cfg.get("activation_function", "torch.nn.modules.activation.Tanh"))
+    if not activation.endswith("Identity"):
+        raise InvalidInputError(f"{folder}: Dense modules with activation {activation!r} are not supported (only Identity)")
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    else:
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    state = {k.removeprefix("linear."): v for k, v in state.items()}
+    layer = torch.nn.Linear(int(cfg["in_features"]), int(cfg["out_features"]), bias="bias" in state)
+    layer.load_state_dict(state)
+    return layer
 
 
 def _read_adapter_config(folder: Path) -> dict[str, Any]:

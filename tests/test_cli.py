@@ -1,0 +1,92 @@
+"""The command line: the whole path on a small corpus, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from deepseek_rag.cli import cli
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "lease.md").write_text("# Rent\nThe tenant pays rent monthly.\n\n# Repairs\nThe landlord repairs the roof.\n")
+    (folder / "nda.txt").write_text("Confidential information stays secret for two years.", encoding="utf-8")
+    (folder / "合同.txt").write_bytes("本合同自双方签字之日起生效。".encode("gb18030"))
+    (folder / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00binary")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(corpus, tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("idx") / "index"
+    result = CliRunner().invoke(cli, ["index", str(corpus), "--out", str(out), "--model", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.output
+    assert "indexed 3 documents" in result.output and "image.png" in result.output
+    return out
+
+
+def test_query_info_add_delete(built, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["query", str(built), "who repairs the roof", "--top-k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.output)["hits"]
+    assert len(hits) == 2 and {"doc_id", "start", "end", "score", "text"} <= set(hits[0])
+
+    extra = tmp_path / "extra.txt"
+    extra.write_text("Payment is due within thirty days.")
+    assert runner.invoke(cli, ["add", str(built), str(extra)]).exit_code == 0
+    info = json.loads(runner.invoke(cli, ["info", str(built), "--ids"]).output)
+    assert "extra.txt" in info["document_ids"] and info["documents"] == 4
+
+    assert runner.invoke(cli, ["delete", str(built), "--doc-id", "extra.txt"]).exit_code == 0
+    docs = json.loads(runner.invoke(cli, ["query", str(built), "payment", "--level", "document", "--json"]).output)
+    assert "extra.txt" not in {d["doc_id"] for d in docs["documents"]}
+
+    filtered = runner.invoke(cli, ["query", str(built), "contract", "--filter", "file_type=.md", "--json"])
+    assert {h["doc_id"] for h in json.loads(filtered.output)["hits"]} == {"lease.md"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["query", "{idx}", "rent", "--top-k", "0"], "top_k=0"),
+        (["query", "{missing}", "rent"], "does not exist"),
+        (["delete", "{idx}", "--doc-id", "nope"], "no document with id 'nope'"),
+        (["index", "{missing}", "--out", "{tmp}/x"], "does not exist"),
+        (["query", "{idx}", "{big}"], "characters"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(built, tmp_path, args, message):
+    values = {"idx": str(built), "missing": str(tmp_path / "missing"), "tmp": str(tmp_path), "big": "x" * 1_048_576}
+    result = CliRunner().invoke(cli, [a.format(**values) for a in args])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    assert result.output.startswith("Error:") and result.output.count("\n") == 1
+
+
+def test_eval_prints_the_metrics_json(tiny_model_dir, tmp_path):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"_id": "d1", "title": "Rent", "text": "The tenant pays rent monthly."},
+        {"_id": "d2", "title": "Roof", "text": "The landlord repairs the roof."},
+    ]))
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "The tenant pays rent monthly."}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    result = CliRunner().invoke(cli, ["eval", "--data", str(tmp_path), "--model", str(tiny_model_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10", "queries", "documents", "chunks", "index_spec",
+                "index_bytes", "encode_seconds", "query_ms_p50", "query_ms_p99"):
+        assert key in metrics
+    assert metrics["queries"] == 1 and metrics["documents"] == 2 and metrics["recall@10"] == 1.0
+
+
+def test_help_and_version():
+    runner = CliRunner()
+    assert "Examples" in runner.invoke(cli, ["-h"]).output
+    assert "0.1.0" in runner.invoke(cli, ["--version"]).output
+    assert "--index-spec" in runner.invoke(cli, ["index", "--help"]).output
