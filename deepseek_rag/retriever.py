@@ -134,9 +134,20 @@ class Retriever:
         filters: Mapping[str, Any] | None = None,
         aggregation: str | None = None,
     ) -> list[list[DocumentHit]]:
+        vectors = self.index.encoder.encode_queries(_check_queries(queries))
+        return self.documents_by_vectors(vectors, top_k, filters=filters, aggregation=aggregation)
+
+    def documents_by_vectors(
+        self,
+        vectors: np.ndarray,
+        top_k: int | None = None,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        aggregation: str | None = None,
+    ) -> list[list[DocumentHit]]:
+        """Document hits for already-encoded query vectors (n, dim)."""
         k = _check_top_k(top_k if top_k is not None else self.top_k)
         rule = _check_choice("aggregation", aggregation or self.aggregation, AGGREGATIONS)
-        vectors = self.index.encoder.encode_queries(_check_queries(queries))
         chunk_k = min(MAX_TOP_K, k * self.candidate_factor)
         per_query = self.search_by_vectors(vectors, chunk_k, filters=filters, expand=False)
         return [self._group(hits, k, rule) for hits in per_query]

@@ -50,8 +50,9 @@ def test_margin_loss_pulls_positives_to_one_and_ignores_negatives_below_margin()
     q = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
     neg = torch.tensor([[[0.8, math.sqrt(1 - 0.64)]], [[math.sqrt(1 - 0.64), 0.8]]])
     loss = ContrastiveMarginLoss(margin=0.5)(q, q.clone(), neg)
-    # per pair: positive term 0, negatives = the other positive (cos 0, free) and the mined one (0.09) → mean 0.045
-    assert loss.item() == pytest.approx(0.045, abs=1e-5)
+    # query 0 sees 3 negatives: the other positive (cos 0: free), its own mined one (cos 0.8: 0.3^2) and pair 1's
+    # mined one (cos 0.6: 0.1^2) → (0.09 + 0.01) / 3; the same for query 1 by symmetry
+    assert loss.item() == pytest.approx(0.1 / 3, abs=1e-5)
 
 
 def test_bad_loss_settings_raise():
