@@ -35,7 +35,7 @@ _SENTENCE_END = re.compile(
     r"|[。！？；…]+[”’」』）]*"  # Chinese: no space follows
     r"|\n"
 )
-_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+MARKDOWN_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 
 
 @dataclass
@@ -151,7 +151,7 @@ def _word_starts(encoding: Any, starts: np.ndarray, ends: np.ndarray, text: str)
 
 def _section_lookup(text: str) -> tuple[list[int], list[str]]:
     positions, titles = [], []
-    for match in _HEADING.finditer(text):
+    for match in MARKDOWN_HEADING.finditer(text):
         positions.append(match.start())
         titles.append(match.group(1).strip())
     return positions, titles

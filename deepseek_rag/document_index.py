@@ -1,8 +1,9 @@
 """DocumentIndex: documents in, chunks stored, vectors indexed — built, changed, saved and loaded as one.
 
 It ties together chunking (``chunking.py``), the dual encoder (``encoder.py``), the FAISS index
-(``index.py``) and the SQLite store (``store.py``) and owns the index directory's save protocol
-(``index_dir.py``). Searching lives in ``retriever.py``; this class only answers vector searches by id.
+(``index.py``), the BM25 index over the same chunks (``sparse.py``) and the SQLite store (``store.py``)
+and owns the index directory's save protocol (``index_dir.py``). Searching lives in ``retriever.py``;
+this class only answers vector and BM25 searches by chunk id.
 
 Thread safety: encoding runs outside the lock, so queries from many threads proceed while another thread
 encodes new documents; the short store + FAISS updates and every search hold one lock.
@@ -15,18 +16,19 @@ import os
 import shutil
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .chunking import ChunkingConfig, chunk_document
+from .chunking import MARKDOWN_HEADING, ChunkingConfig, chunk_document
 from .documents import Chunk, Document
 from .encoder import DualEncoder, EncoderConfig, check_fingerprint
 from .errors import DocumentNotFoundError, IndexFormatError, InvalidInputError
 from .index import VectorIndex
+from .language import detect_language
 from .index_dir import (
     MANIFEST_NAME,
     PENDING_SUFFIX,
@@ -38,6 +40,7 @@ from .index_dir import (
     settle_vectors_file,
     write_manifest,
 )
+from .sparse import SPARSE_NAME, SparseConfig, SparseIndex, settle_sparse_file
 from .store import ChunkStore
 
 logger = logging.getLogger(__name__)
@@ -54,10 +57,19 @@ class IndexSettings:
     contextual_headers: bool = field(
         default=True, metadata={"help": "Embed each chunk with its document title and section heading in front."}
     )
+    sparse: SparseConfig = field(
+        default_factory=SparseConfig, metadata={"help": "The BM25 side: analysis and scoring (enabled=False: none)."}
+    )
+    detect_language: bool = field(
+        default=True,
+        metadata={"help": "Record metadata['language'] (detected) on documents without one; it picks the BM25 analyzer."},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.chunking, dict):
             self.chunking = ChunkingConfig.from_dict(self.chunking)
+        if isinstance(self.sparse, dict):
+            self.sparse = SparseConfig.from_dict(self.sparse)
         if not isinstance(self.index_spec, str) or not self.index_spec.strip():
             raise InvalidInputError(f"index_spec={self.index_spec!r} must be a FAISS factory string or 'auto'")
 
@@ -66,6 +78,8 @@ class IndexSettings:
             "index_spec": self.index_spec,
             "chunking": self.chunking.to_dict(),
             "contextual_headers": self.contextual_headers,
+            "sparse": self.sparse.to_dict(),
+            "detect_language": self.detect_language,
         }
 
 
@@ -93,12 +107,16 @@ class DocumentIndex:
         *,
         _store: ChunkStore | None = None,
         _vectors: VectorIndex | None = None,
+        _sparse: SparseIndex | None = None,
         _path: Path | None = None,
     ) -> None:
         self.encoder = encoder or DualEncoder()
         self.settings = settings or IndexSettings()
         self.store = _store or ChunkStore(None)
         self.vectors = _vectors or VectorIndex(self.encoder.dim, self.settings.index_spec)
+        self.sparse: SparseIndex | None = None
+        if self.settings.sparse.enabled:
+            self.sparse = _sparse or SparseIndex(self.settings.sparse)
         self.path = _path
         self._lock = threading.RLock()
 
@@ -124,11 +142,26 @@ class DocumentIndex:
     def chunk(self, document: Document) -> list[Chunk]:
         """Cut one document into chunks that fit the encoder with their header and prefix."""
         reserved = self.encoder.document_prefix_tokens
-        if self.settings.contextual_headers and document.title:
-            reserved += self._header_tokens(chunk_header(document.title, None)) + 1
-            if "#" in document.text:
-                reserved += 16  # room for a section heading next to the title
-        return chunk_document(document, self.encoder.tokenizer, self.settings.chunking, reserved_tokens=reserved)
+        if self.settings.contextual_headers:
+            # Room for the longest header any chunk of this document gets (title — section heading).
+            longest = max(MARKDOWN_HEADING.findall(document.text), key=len, default=None)
+            header = chunk_header(document.title, longest)
+            if header:
+                reserved += self._header_tokens(header) + 1
+        # The encoder reads max_seq_length tokens (MiniLM: 256), often fewer than its tokenizer's
+        # model_max_length (512): windows must fit what is read, header and special tokens included.
+        limit = self.encoder.max_seq_length - self.encoder.tokenizer.num_special_tokens_to_add() - reserved
+        if limit < 8:
+            raise InvalidInputError(
+                f"document {document.id!r}: its title and the document prefix leave {limit} tokens of the encoder's "
+                f"{self.encoder.max_seq_length}; shorten the title or index with contextual_headers=False"
+            )
+        config = self.settings.chunking
+        if config.max_tokens > limit:
+            config = replace(
+                config, max_tokens=limit, overlap=min(config.overlap, limit // 2), min_tokens=min(config.min_tokens, limit)
+            )
+        return chunk_document(document, self.encoder.tokenizer, config, reserved_tokens=reserved)
 
     def _header_tokens(self, header: str) -> int:
         return len(self.encoder.tokenizer(header, add_special_tokens=False)["input_ids"])
@@ -140,7 +173,25 @@ class DocumentIndex:
         header = chunk_header(title, chunk.section)
         return f"{header}\n{chunk.text}" if header else chunk.text
 
-    def _prepare(self, documents: Iterable[Document], progress: bool | None) -> tuple[list[Document], list[list[Chunk]], np.ndarray]:
+    def sparse_text(self, chunk: Chunk, title: str | None) -> str:
+        """The text the BM25 side analyses for ``chunk``: its header (when ``settings.sparse.headers``) and its text."""
+        header = chunk_header(title, chunk.section) if self.settings.sparse.headers else ""
+        return f"{header}\n{chunk.text}" if header else chunk.text
+
+    def _sparse_text_of_stored(self, chunk: Chunk) -> str:
+        title = chunk.metadata.get("title")
+        return self.sparse_text(chunk, str(title) if title else None)
+
+    def _with_language(self, doc: Document) -> Document:
+        """``doc`` with ``metadata["language"]`` detected when the caller set none (a copy; the caller's is kept)."""
+        if not self.settings.detect_language or doc.metadata.get("language"):
+            return doc
+        language = detect_language(doc.text)
+        return Document(doc.id, doc.text, {**doc.metadata, "language": language}) if language else doc
+
+    def _prepare(
+        self, documents: Iterable[Document], progress: bool | None
+    ) -> tuple[list[Document], list[list[Chunk]], np.ndarray, list[list[str]]]:
         documents = list(documents)
         seen: set[str] = set()
         for doc in documents:
@@ -149,36 +200,46 @@ class DocumentIndex:
             if doc.id in seen:
                 raise InvalidInputError(f"document id {doc.id!r} appears twice in this batch; ids must be unique")
             seen.add(doc.id)
+        documents = [self._with_language(doc) for doc in documents]
         chunk_lists = [self.chunk(doc) for doc in documents]
         texts = [self.embedding_text(c, doc.title) for doc, chunks in zip(documents, chunk_lists) for c in chunks]
         vectors = self.encoder.encode_documents(texts, progress=progress)
-        return documents, chunk_lists, vectors
+        terms: list[list[str]] = []
+        if self.sparse is not None:  # analysed here, outside the lock, like the encoding
+            for doc, chunks in zip(documents, chunk_lists):
+                analyzer = self.sparse.analyzer(doc.metadata.get("language"))
+                terms.extend(analyzer(self.sparse_text(c, doc.title)) for c in chunks)
+        return documents, chunk_lists, vectors, terms
 
     def add_documents(self, documents: Iterable[Document], *, progress: bool | None = None) -> int:
         """Chunk, encode and add new documents; an id already in the index is an error. Returns chunks added."""
-        documents, chunk_lists, vectors = self._prepare(documents, progress)
+        documents, chunk_lists, vectors, terms = self._prepare(documents, progress)
         with self._lock:
             for doc in documents:
                 if self.store.has_document(doc.id):
                     raise InvalidInputError(
                         f"document id {doc.id!r} is already in the index; use upsert_documents to replace it"
                     )
-            return self._insert(documents, chunk_lists, vectors)
+            return self._insert(documents, chunk_lists, vectors, terms)
 
     def upsert_documents(self, documents: Iterable[Document], *, progress: bool | None = None) -> int:
         """Add documents, replacing any already stored under the same id. Returns chunks added."""
-        documents, chunk_lists, vectors = self._prepare(documents, progress)
+        documents, chunk_lists, vectors, terms = self._prepare(documents, progress)
         with self._lock:
             for doc in documents:
                 self._remove_document(doc.id)
-            return self._insert(documents, chunk_lists, vectors)
+            return self._insert(documents, chunk_lists, vectors, terms)
 
-    def _insert(self, documents: list[Document], chunk_lists: list[list[Chunk]], vectors: np.ndarray) -> int:
+    def _insert(
+        self, documents: list[Document], chunk_lists: list[list[Chunk]], vectors: np.ndarray, terms: list[list[str]]
+    ) -> int:
         ids: list[int] = []
         try:
             for doc, chunks in zip(documents, chunk_lists):
                 ids.extend(self.store.add_document(doc, chunks))
             self.vectors.add(np.asarray(ids, dtype=np.int64), vectors)
+            if self.sparse is not None:
+                self.sparse.add(ids, terms)
         except Exception:
             # Keep store and vectors in step: drop this batch's rows again (the ids are never reused).
             for doc in documents:
@@ -203,6 +264,8 @@ class DocumentIndex:
         ids = self.store.delete_document(doc_id)
         if ids:
             self.vectors.remove(np.asarray(ids, dtype=np.int64))
+            if self.sparse is not None:
+                self.sparse.remove(ids)
         return len(ids)
 
     # ------------------------------------------------------------------------------------ searching
@@ -216,6 +279,32 @@ class DocumentIndex:
                 n = len(np.atleast_2d(query_vectors))
                 return np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
             return self.vectors.search(query_vectors, k, allowed_ids=allowed, nprobe=nprobe)
+
+    def search_sparse(
+        self, queries: Sequence[str], k: int, *, filters: Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 search with an optional metadata filter → (scores, chunk ids), both (n, k); chunks that share
+        no term with a query are left out (score -inf, id -1)."""
+        with self._lock:
+            sparse = self._fresh_sparse()
+            allowed = self.store.chunk_ids_matching(filters) if filters else None
+            return sparse.search(list(queries), k, allowed_ids=allowed)
+
+    @property
+    def has_sparse(self) -> bool:
+        """True when this index keeps a BM25 side (``settings.sparse.enabled``)."""
+        return self.sparse is not None
+
+    def _fresh_sparse(self) -> SparseIndex:
+        """The sparse index, rebuilt first if chunks changed since it was built (call under the lock)."""
+        if self.sparse is None:
+            raise InvalidInputError(
+                "this index has no sparse (BM25) side: it was built with sparse.enabled=False; "
+                "search it with mode='dense', or rebuild it with the sparse side enabled"
+            )
+        if self.sparse.stale:
+            self.sparse.rebuild(self.store.iter_chunks(), self._sparse_text_of_stored)
+        return self.sparse
 
     def as_retriever(self, **options: Any):  # -> Retriever (imported lazily: retriever imports this module)
         """A :class:`~deepseek_rag.retriever.Retriever` over this index."""
@@ -253,10 +342,16 @@ class DocumentIndex:
     def _commit_in_place(self) -> None:
         folder = self.path
         pending = folder / (VECTORS_NAME + PENDING_SUFFIX)
+        sparse_pending = folder / (SPARSE_NAME + PENDING_SUFFIX)
         self.vectors.save(pending)
+        if self.sparse is not None:
+            self._fresh_sparse().save(sparse_pending)
+            self.store.set_meta("sparse_checksum", file_checksum(sparse_pending))
         self.store.set_meta("vectors_checksum", file_checksum(pending))
         self.store.commit()  # the switch from old state to new
         os.replace(pending, folder / VECTORS_NAME)
+        if self.sparse is not None:
+            os.replace(sparse_pending, folder / SPARSE_NAME)
         fsync_dir(folder)
         write_manifest(folder, self.manifest())
 
@@ -273,6 +368,9 @@ class DocumentIndex:
         staging.mkdir(parents=True)
         self.vectors.save(staging / VECTORS_NAME)
         self.store.set_meta("vectors_checksum", file_checksum(staging / VECTORS_NAME))
+        if self.sparse is not None:
+            self._fresh_sparse().save(staging / SPARSE_NAME)
+            self.store.set_meta("sparse_checksum", file_checksum(staging / SPARSE_NAME))
         self.store.commit()
         self.store.backup_to(staging / STORE_NAME)
         write_manifest(staging, self.manifest())
@@ -322,7 +420,19 @@ class DocumentIndex:
             store.close()
             raise IndexFormatError(f"{vectors_path} holds {vectors.dim}-d vectors but the encoder makes {encoder.dim}-d ones")
         settings = IndexSettings(**manifest["settings"])
-        return cls(encoder, settings, _store=store, _vectors=vectors, _path=folder)
+        sparse = None
+        if settings.sparse.enabled:
+            # Derived data: an index saved before it had a sparse side, or with a damaged sparse file, gets
+            # its BM25 index rebuilt from the store before its first sparse search (and saved with the next save).
+            try:
+                sparse_path = settle_sparse_file(folder, store.get_meta("sparse_checksum"))
+                sparse = SparseIndex.load(sparse_path, settings.sparse) if sparse_path else SparseIndex(settings.sparse)
+            except Exception:
+                store.close()
+                raise
+            if not sparse.stale and len(sparse) != store.counts()[1]:
+                sparse = SparseIndex(settings.sparse)
+        return cls(encoder, settings, _store=store, _vectors=vectors, _sparse=sparse, _path=folder)
 
     # ------------------------------------------------------------------------------------ info
     def __len__(self) -> int:
@@ -338,6 +448,7 @@ class DocumentIndex:
             "chunks": chunks,
             "index_spec": self.vectors.spec,
             "index_bytes": self.vectors.nbytes(),
+            "sparse_bytes": self.sparse.nbytes() if self.sparse is not None else None,
             "encoder": manifest["encoder"]["fingerprint"],
             "settings": manifest["settings"],
         }

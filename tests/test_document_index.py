@@ -62,6 +62,15 @@ def test_chunks_fit_the_model_and_point_into_the_source(index, encoder):
     assert {c.section for c in chunks} >= {"Term", "Termination"}
 
 
+def test_windows_fit_the_encoders_length_not_the_tokenizers(tiny_model_dir):
+    short = DualEncoder(model=str(tiny_model_dir), max_seq_length=24)  # tokenizer allows 64
+    index = DocumentIndex.build(make_docs(2), short)
+    docs = {d.id: d for d in make_docs(2)}
+    for chunk in (c for batch in index.store.iter_chunks() for c in batch):
+        embedded = index.embedding_text(chunk, docs[chunk.doc_id].title)
+        assert len(short.tokenizer(embedded)["input_ids"]) <= 24
+
+
 def test_retrieves_the_chunk_whose_text_is_the_query(index):
     target = index.store.chunks_of("doc-3")[-1]  # the unique "Schedule 3" tail
     hits = index.as_retriever(top_k=3).retrieve(index.embedding_text(target, "Contract 3"))

@@ -1,0 +1,147 @@
+"""CUAD span-level retrieval (LegalBench-RAG style): ours vs LlamaIndex's own pipelines, one run.
+
+    python benchmarks/cuad_spans.py ../shared/datasets/cuad --limit-docs 60 --json bench-out/cuad.json
+
+A returned chunk *hits* when it overlaps an answer's character span in the right contract. For each
+pipeline and k in (1, 4, 8, 16): span Recall@k (share of queries with a hit in the top k), precision@k
+(share of returned chunks that hit), characters returned per query, and document-level nDCG@10.
+Pipelines, all with the same all-MiniLM-L6-v2:
+
+* ``ours``: DocumentIndex defaults (token windows that fit the model, contextual headers), Flat index;
+* ``ours-no-headers``: the same without contextual headers (``--variants`` to choose);
+* ``llamaindex-default``: ``VectorStoreIndex.from_documents`` + ``HuggingFaceEmbedding`` (SentenceSplitter 1024/200);
+* ``llamaindex-256``: the same with ``SentenceSplitter(chunk_size=256, chunk_overlap=32)``.
+
+``--limit-docs`` keeps the first N contracts that have queries (and those queries), so a 2-core CPU
+finishes in minutes; say so when quoting figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from deepseek_rag.evaluation import ndcg_at_k
+
+KS = (1, 4, 8, 16)
+
+
+def load_cuad(folder: Path, limit_docs: int | None):
+    corpus = {r["_id"]: r for r in map(json.loads, open(folder / "corpus.jsonl", encoding="utf-8"))}
+    queries = {r["_id"]: r["text"] for r in map(json.loads, open(folder / "queries.jsonl", encoding="utf-8"))}
+    spans: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+    for row in map(json.loads, open(folder / "qrels" / "test_spans.jsonl", encoding="utf-8")):
+        spans[row["query-id"]].append((row["corpus-id"], row["start"], row["end"]))
+    docs_in_order = list(dict.fromkeys(doc for q in spans for doc, _, _ in spans[q]))
+    keep = set(docs_in_order[:limit_docs] if limit_docs else docs_in_order)
+    spans = {q: s for q, s in spans.items() if all(doc in keep for doc, _, _ in s)}
+    return {d: corpus[d] for d in corpus if d in keep}, {q: queries[q] for q in spans}, spans
+
+
+def score(results: dict[str, list[tuple[str, int, int]]], spans) -> dict[str, float]:
+    """results: query → ranked (doc_id, start, end) chunks."""
+    metrics: dict[str, float] = defaultdict(float)
+    for qid, ranked in results.items():
+        answers = spans[qid]
+        hits = [any(d == ad and s < ae and e > as_ for ad, as_, ae in answers) for d, s, e in ranked]
+        for k in KS:
+            metrics[f"recall@{k}"] += float(any(hits[:k]))
+            metrics[f"precision@{k}"] += sum(hits[:k]) / k
+            metrics[f"chars@{k}"] += sum(e - s for _, s, e in ranked[:k])
+        doc_order = list(dict.fromkeys(d for d, _, _ in ranked))
+        metrics["doc_ndcg@10"] += ndcg_at_k(doc_order, {answers[0][0]: 1}, 10)
+    return {name: value / len(results) for name, value in metrics.items()}
+
+
+def run_ours(corpus, queries, headers: bool, depth: int):
+    from deepseek_rag import Document, DocumentIndex
+
+    docs = [Document(d, r["text"], {"title": r["title"]}) for d, r in corpus.items()]
+    started = time.perf_counter()
+    index = DocumentIndex.build(docs, index_spec="Flat", contextual_headers=headers)
+    build = time.perf_counter() - started
+    retriever = index.as_retriever()
+    qids = list(queries)
+    started = time.perf_counter()
+    ranked = retriever.retrieve_batch([queries[q] for q in qids], depth)
+    search = time.perf_counter() - started
+    results = {q: [(h.doc_id, h.start, h.end) for h in hits] for q, hits in zip(qids, ranked)}
+    tokens = [len(index.encoder.tokenizer(c.text, add_special_tokens=False)["input_ids"])
+              for batch in index.store.iter_chunks() for c in batch]
+    return results, {"chunks": len(tokens), "max_chunk_tokens": max(tokens), "build_s": build, "search_s": search}
+
+
+def run_llamaindex(corpus, queries, chunk_size: int | None, depth: int):
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.node_parser import SentenceSplitter
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    from deepseek_rag.encoder import default_model_path
+
+    embed = HuggingFaceEmbedding(model_name=default_model_path(), device="cpu")
+    docs = [Document(text=r["text"], id_=d, metadata={"title": r["title"]}) for d, r in corpus.items()]
+    splitter = SentenceSplitter() if chunk_size is None else SentenceSplitter(chunk_size=chunk_size, chunk_overlap=32)
+    started = time.perf_counter()
+    index = VectorStoreIndex.from_documents(docs, embed_model=embed, transformations=[splitter])
+    build = time.perf_counter() - started
+    retriever = index.as_retriever(similarity_top_k=depth)
+    results = {}
+    started = time.perf_counter()
+    for qid, text in queries.items():
+        nodes = retriever.retrieve(text)
+        results[qid] = [(n.node.ref_doc_id, n.node.start_char_idx or 0, n.node.end_char_idx or 0) for n in nodes]
+    search = time.perf_counter() - started
+    nodes = list(index.docstore.docs.values())
+    tokenizer = embed._model.tokenizer
+    tokens = [len(tokenizer(n.get_content(metadata_mode="embed"), add_special_tokens=False)["input_ids"]) for n in nodes]
+    truncated = float(np.mean([t > 254 for t in tokens]))
+    return results, {"chunks": len(nodes), "max_chunk_tokens": max(tokens), "truncated_share": truncated,
+                     "build_s": build, "search_s": search}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", help="CUAD folder (BEIR layout with qrels/test_spans.jsonl)")
+    parser.add_argument("--limit-docs", type=int, default=60, help="Contracts to use (0 = all 510).")
+    parser.add_argument("--variants", default="ours,ours-no-headers,llamaindex-default,llamaindex-256")
+    parser.add_argument("--json", dest="json_out", default=None, help="Also write the results here.")
+    args = parser.parse_args()
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    corpus, queries, spans = load_cuad(Path(args.data), args.limit_docs or None)
+    print(f"CUAD: {len(corpus)} contracts, {len(queries)} queries, {sum(len(r['text']) for r in corpus.values()):,} chars")
+    depth = max(KS)
+    runners = {
+        "ours": lambda: run_ours(corpus, queries, True, depth),
+        "ours-no-headers": lambda: run_ours(corpus, queries, False, depth),
+        "llamaindex-default": lambda: run_llamaindex(corpus, queries, None, depth),
+        "llamaindex-256": lambda: run_llamaindex(corpus, queries, 256, depth),
+    }
+    table = {}
+    for name in args.variants.split(","):
+        results, stats = runners[name]()
+        table[name] = {**score(results, spans), **stats}
+        print(f"  {name}: done ({stats['chunks']} chunks, build {stats['build_s']:.0f}s)", flush=True)
+    columns = [f"recall@{k}" for k in KS] + [f"precision@{k}" for k in (1, 8)] + ["chars@8", "doc_ndcg@10", "chunks", "max_chunk_tokens"]
+    print("\n" + f"{'pipeline':<20}" + "".join(f"{c:>14}" for c in columns))
+    for name, row in table.items():
+        cells = "".join(f"{row[c]:>14.0f}" if c in ("chars@8", "chunks", "max_chunk_tokens") else f"{row[c]:>14.3f}" for c in columns)
+        print(f"{name:<20}{cells}")
+    if "llamaindex-default" in table and "ours" in table:
+        ratio = table["ours"]["precision@8"] / max(1e-9, table["llamaindex-default"]["precision@8"])
+        print(f"\nprecision@8 ours / llamaindex-default: {ratio:.2f}x; "
+              f"truncated llamaindex-default chunks: {table['llamaindex-default']['truncated_share']:.0%}")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps({"contracts": len(corpus), "queries": len(queries), "results": table}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
