@@ -258,11 +258,13 @@ def info_command(index_dir, ids) -> None:
 @click.option("--aggregation", type=click.Choice(["max", "softmax", "topk_sum"]), default="max", show_default=True,
               help="How chunk scores make a document score.")
 @click.option("--keep-index", type=click.Path(file_okay=False), default=None, help="Save the built index here.")
+@click.option("--index", "existing_index", type=click.Path(file_okay=False), default=None,
+              help="Score an index built earlier from this corpus (e.g. with --keep-index) instead of building one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @index_options
 @encoder_options
 @click.pass_context
-def eval_command(ctx, data, split, aggregation, keep_index, as_json, index_spec, chunking, chunk_tokens,
+def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_json, index_spec, chunking, chunk_tokens,
                  chunk_overlap, headers, model, adapter, dtype, device) -> None:
     """Index a BEIR corpus and score document ranking (nDCG@10, Recall@10/100, MRR@10, latency).
 
@@ -275,14 +277,19 @@ def eval_command(ctx, data, split, aggregation, keep_index, as_json, index_spec,
     from .loaders import load_beir_corpus
 
     split_data = load_beir_split(data, split)
-    documents = load_beir_corpus(data)
-    encoder = _encoder(model, adapter, dtype, device)
-    started = time.perf_counter()
-    index = DocumentIndex.build(documents, encoder, _settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers),
-                                progress=ctx.obj["verbose"] or None)
-    encode_seconds = time.perf_counter() - started
+    encode_seconds = None
+    if existing_index:
+        index = DocumentIndex.load(existing_index, encoder_overrides={"dtype": dtype, "device": device})
+        encoder = index.encoder
+    else:
+        encoder = _encoder(model, adapter, dtype, device)
+        started = time.perf_counter()
+        index = DocumentIndex.build(load_beir_corpus(data), encoder,
+                                    _settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers),
+                                    progress=ctx.obj["verbose"] or None)
+        encode_seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
-        saved = index.save(keep_index or Path(tmp) / "index", overwrite=bool(keep_index))
+        saved = index.path if existing_index else index.save(keep_index or Path(tmp) / "index", overwrite=bool(keep_index))
         index_bytes = (saved / "vectors.faiss").stat().st_size
         index = DocumentIndex.load(saved, encoder)
         metrics = evaluate_retriever(index.as_retriever(aggregation=aggregation), split_data)
@@ -292,8 +299,9 @@ def eval_command(ctx, data, split, aggregation, keep_index, as_json, index_spec,
         **{k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
         "documents": info["documents"], "chunks": info["chunks"], "index_spec": info["index_spec"],
         "index_bytes": index_bytes, "bytes_per_chunk": round(index_bytes / max(1, info["chunks"]), 1),
-        "encode_seconds": round(encode_seconds, 2), "chunks_per_second": round(info["chunks"] / encode_seconds, 1),
-        "chunking": chunking, "aggregation": aggregation, "dtype": str(encoder.dtype).replace("torch.", ""),
+        "encode_seconds": round(encode_seconds, 2) if encode_seconds else None,
+        "chunks_per_second": round(info["chunks"] / encode_seconds, 1) if encode_seconds else None,
+        "chunking": index.settings.chunking.mode, "aggregation": aggregation, "dtype": str(encoder.dtype).replace("torch.", ""),
         "split": split, "data": Path(data).name,
     }
     if as_json:
