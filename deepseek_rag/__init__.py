@@ -23,7 +23,16 @@ _EXPORTS = {
     "DocumentIndex": "document_index",
     "IndexSettings": "document_index",
     "Retriever": "retriever",
+    "SparseConfig": "sparse",
+    "SparseIndex": "sparse",
+    "Analyzer": "analysis",
+    "detect_language": "language",
+    "reciprocal_rank_fusion": "fusion",
+    "weighted_score_fusion": "fusion",
     "Hit": "retriever",
+    "answer": "generation",
+    "Answer": "generation",
+    "Source": "generation",
     "DocumentHit": "retriever",
     "load_documents": "loaders",
     "load_beir_corpus": "loaders",
@@ -41,6 +50,7 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from .chunking import ChunkingConfig, chunk_document
     from .document_index import DocumentIndex, IndexSettings
+    from .generation import Answer, Source, answer
     from .documents import Chunk, Document
     from .encoder import DualEncoder, EncoderConfig
     from .errors import (
@@ -53,7 +63,11 @@ if TYPE_CHECKING:
     )
     from .index import VectorIndex
     from .loaders import documents_from_records, load_beir_corpus, load_documents
+    from .analysis import Analyzer
+    from .fusion import reciprocal_rank_fusion, weighted_score_fusion
+    from .language import detect_language
     from .retriever import DocumentHit, Hit, Retriever
+    from .sparse import SparseConfig, SparseIndex
     from .store import ChunkStore
 
 

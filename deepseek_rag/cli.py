@@ -90,6 +90,22 @@ def index_options(func: Any) -> Any:
     return func
 
 
+def retrieval_options(func: Any) -> Any:
+    """--mode/--fusion/--sparse-weight, shared by ``query`` and ``eval``."""
+    func = click.option("--sparse-weight", type=click.FloatRange(0, 1), default=None,
+                        help="Share of the sparse side in hybrid fusion, 0 to 1 (default 0.5).")(func)
+    func = click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default=None,
+                        help="Hybrid fusion: reciprocal ranks (rrf, default) or min-max normalised scores (weighted).")(func)
+    func = click.option("--mode", type=click.Choice(["dense", "sparse", "hybrid"]), default=None,
+                        help="Vectors, BM25, or both fused (default: hybrid when the index has a BM25 side).")(func)
+    return func
+
+
+def _retrieval_kwargs(mode: str | None, fusion: str | None, sparse_weight: float | None) -> dict[str, Any]:
+    given = {"mode": mode, "fusion": fusion, "sparse_weight": sparse_weight}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 @click.group(cls=UserErrorGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="deepseek-rag")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress (INFO) and show progress bars.")
@@ -196,19 +212,23 @@ def delete_command(index_dir, doc_ids) -> None:
 @click.option("--expand", type=int, default=0, show_default=True, help="Neighbouring chunks to add on each side.")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Metadata filter (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def query_command(index_dir, text, top_k, level, expand, filters, as_json) -> None:
+@retrieval_options
+def query_command(index_dir, text, top_k, level, expand, filters, as_json, mode, fusion, sparse_weight) -> None:
     """Search an index.
 
     \b
     Examples:
       deepseek-rag query contracts.idx "termination for convenience" --top-k 3
       deepseek-rag query contracts.idx "governing law" --level document --json
+      deepseek-rag query contracts.idx "BRCA1 mutation" --mode sparse
     """
     from dataclasses import asdict
 
     from .document_index import DocumentIndex
 
-    retriever = DocumentIndex.load(index_dir).as_retriever(top_k=top_k, expand_neighbors=expand)
+    retriever = DocumentIndex.load(index_dir).as_retriever(
+        top_k=top_k, expand_neighbors=expand, **_retrieval_kwargs(mode, fusion, sparse_weight)
+    )
     parsed = _parse_filters(filters)
     if level == "document":
         results = retriever.retrieve_documents(text, filters=parsed)
@@ -261,16 +281,18 @@ def info_command(index_dir, ids) -> None:
 @click.option("--index", "existing_index", type=click.Path(file_okay=False), default=None,
               help="Score an index built earlier from this corpus (e.g. with --keep-index) instead of building one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@retrieval_options
 @index_options
 @encoder_options
 @click.pass_context
-def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_json, index_spec, chunking, chunk_tokens,
-                 chunk_overlap, headers, model, adapter, dtype, device) -> None:
+def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_json, mode, fusion, sparse_weight,
+                 index_spec, chunking, chunk_tokens, chunk_overlap, headers, model, adapter, dtype, device) -> None:
     """Index a BEIR corpus and score document ranking (nDCG@10, Recall@10/100, MRR@10, latency).
 
     \b
     Example:
       deepseek-rag eval --data datasets/scifact --chunking none --index-spec Flat --json
+      deepseek-rag eval --data datasets/scifact --index sci.idx --mode sparse
     """
     from .document_index import DocumentIndex
     from .evaluation import evaluate_retriever, load_beir_split
@@ -292,7 +314,8 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
         saved = index.path if existing_index else index.save(keep_index or Path(tmp) / "index", overwrite=bool(keep_index))
         index_bytes = (saved / "vectors.faiss").stat().st_size
         index = DocumentIndex.load(saved, encoder)
-        metrics = evaluate_retriever(index.as_retriever(aggregation=aggregation), split_data)
+        retriever = index.as_retriever(aggregation=aggregation, **_retrieval_kwargs(mode, fusion, sparse_weight))
+        metrics = evaluate_retriever(retriever, split_data)
         info = index.info()
         index.close()
     result = {
@@ -302,13 +325,20 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
         "encode_seconds": round(encode_seconds, 2) if encode_seconds else None,
         "chunks_per_second": round(info["chunks"] / encode_seconds, 1) if encode_seconds else None,
         "chunking": index.settings.chunking.mode, "aggregation": aggregation, "dtype": str(encoder.dtype).replace("torch.", ""),
-        "split": split, "data": Path(data).name,
+        "mode": retriever.mode, "fusion": retriever.fusion if retriever.mode == "hybrid" else None,
+        "sparse_weight": retriever.sparse_weight if retriever.mode == "hybrid" else None,
+        "sparse_bytes": info["sparse_bytes"], "split": split, "data": Path(data).name,
     }
     if as_json:
         click.echo(json.dumps(result))
         return
     for key, value in result.items():
         click.echo(f"{key:>18}: {value}")
+
+
+from .generation import ask_command  # noqa: E402 (click + numpy only; LlamaIndex loads only when an LLM is used)
+
+cli.add_command(ask_command)
 
 
 def _load_plugins() -> None:

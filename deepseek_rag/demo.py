@@ -93,6 +93,18 @@ def main(argv: list[str] | None = None) -> int:
             passage = " ".join(hit.text.split())
             print(f"  [{hit.score:.3f}] {hit.doc_id}  chars {hit.start}-{hit.end}")
             print(f"      {passage[:240]}{'...' if len(passage) > 240 else ''}")
+
+    # The generation step: DeepSeek's API when DEEPSEEK_API_KEY is set, an OpenAI-compatible server when
+    # DEEPSEEK_RAG_LLM_BASE_URL is, otherwise an offline extractive answer with its sources.
+    from .generation import answer
+
+    question = QUESTIONS[0]
+    print(f"\n$ deepseek-rag ask {args.out} {question!r}")
+    result = answer(index, question, top_k=3)
+    print(result.text)
+    print("Sources:")
+    for rank, source in enumerate(result.sources, 1):
+        print(f"  {rank}. {source.doc_id}:{source.start}-{source.end}  score={source.score:.3f}")
     return 0
 
 

@@ -46,6 +46,9 @@ class DeepSeekRAGRetriever(BaseRetriever):
         default="max", description="How chunk scores make a document score at document level."
     )
     nprobe: int | None = Field(default=None, description="IVF lists searched per query; None = the index default.")
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(
+        default=None, description="Search mode where the core supports it; None = the core's default for the index."
+    )
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -115,7 +118,9 @@ class DeepSeekRAGRetriever(BaseRetriever):
         )
 
     @classmethod
-    def from_index_dir(cls, index_dir: str | Path, *, encoder: DualEncoder | None = None, **kwargs: Any) -> DeepSeekRAGRetriever:
+    def from_index_dir(
+        cls, index_dir: str | Path, *, encoder: DualEncoder | None = None, **kwargs: Any
+    ) -> DeepSeekRAGRetriever:
         """Open an index folder built by ``deepseek-rag index`` (or ``DocumentIndex.save``)."""
         if encoder is not None:
             return cls(index=DocumentIndex.load(index_dir, encoder), index_dir=str(index_dir), **kwargs)
@@ -127,6 +132,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
         return Retriever(
             self.index, top_k=k, level=self.level, aggregation=self.aggregation,
             expand_neighbors=self.expand_neighbors, nprobe=self.nprobe, filters=self.filters,
+            **({"mode": self.mode} if self.mode is not None else {}),
         )
 
     def _search(self, query: str, k: int | None, filters: dict[str, Any] | None) -> list[Document]:

@@ -67,6 +67,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
             deepseek-rag filter dict ``{key: value or [values]}``; the key ``doc_id`` filters on document id.
         aggregation: how chunk scores make a document score at document level (``max``, ``softmax``, ``topk_sum``).
         nprobe: IVF lists searched per query (None: the index's default).
+        mode: ``"dense"``, ``"sparse"`` or ``"hybrid"`` search where the core supports it (None: its default).
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
         filters: MetadataFilters | Mapping[str, Any] | None = None,
         aggregation: str = "max",
         nprobe: int | None = None,
+        mode: str | None = None,
         callback_manager: CallbackManager | None = None,
         objects: list[IndexNode] | None = None,
         object_map: dict | None = None,
@@ -99,12 +101,14 @@ class DeepSeekRAGRetriever(BaseRetriever):
             expand_neighbors=expand_neighbors,
             nprobe=nprobe,
             filters=self.filters,
+            **({"mode": mode} if mode is not None else {}),
         )
         self.similarity_top_k = similarity_top_k
         self.level = level
         self.expand_neighbors = expand_neighbors
         self.aggregation = aggregation
         self.nprobe = nprobe
+        self.mode = mode
         super().__init__(callback_manager=callback_manager, object_map=object_map, objects=objects, verbose=verbose)
 
     # ------------------------------------------------------------------------------------ constructors
@@ -169,6 +173,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
             "expand_neighbors": self.expand_neighbors,
             "aggregation": self.aggregation,
             "nprobe": self.nprobe,
+            "mode": self.mode,
             "filters": self.filters,
         }
 

@@ -1,0 +1,307 @@
+"""Answers with sources: LLM choice, the extractive fallback, the LLM path (fake LLM and a fake
+OpenAI-compatible server), streaming, and the ``ask`` command."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from click.testing import CliRunner
+
+from deepseek_rag import Document, DocumentIndex, DualEncoder, EncoderConfig
+from deepseek_rag.errors import InvalidInputError
+from deepseek_rag.generation import (
+    EXTRACTIVE_LABEL,
+    answer,
+    ask_command,
+    resolve_llm,
+    sentence_spans,
+)
+
+CONTRACT = (
+    "This Agreement shall be governed by the laws of the State of New York. "
+    "Either party may terminate this agreement on thirty days notice. "
+    "Payment is due in thirty days. The quick brown fox is not a party to this agreement. "
+    "Either party may terminate the agreement for convenience. "
+    "This Agreement shall be governed by the laws of New York and payment is due on notice. "
+    "The parties agree that notice of termination is due in writing within thirty days. "
+    "Which law governs the contract? The laws of the State of New York govern it."
+)
+CLINIC = (
+    "Patients with hypertension should reduce salt intake. Insulin resistance precedes type 2 diabetes. "
+    "Patients with diabetes should reduce salt intake and watch insulin. "
+    "高血压患者应当减少盐的摄入。糖尿病的早期症状包括多饮、多尿。"
+)
+TEXTS = {"contract.txt": CONTRACT, "clinic.txt": CLINIC}
+REPLY = "Either party may terminate on thirty days notice."
+_LLM_ENV = ("DEEPSEEK_API_KEY", "DEEPSEEK_RAG_LLM_BASE_URL", "DEEPSEEK_RAG_LLM_MODEL", "DEEPSEEK_RAG_LLM_API_KEY")
+
+
+@pytest.fixture(autouse=True)
+def no_llm_environment(monkeypatch):
+    for name in _LLM_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_model_dir):
+    return DualEncoder(EncoderConfig(model=str(tiny_model_dir)))
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory, encoder):
+    folder = tmp_path_factory.mktemp("generation") / "idx"
+    docs = [Document(doc_id, text, {"kind": doc_id.split(".")[0]}) for doc_id, text in TEXTS.items()]
+    DocumentIndex.build(docs, encoder, contextual_headers=False).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def index(index_dir, encoder):
+    return DocumentIndex.load(index_dir, encoder)
+
+
+def _citations(text: str) -> list[tuple[str, int, int]]:
+    return [(d, int(s), int(e)) for d, s, e in re.findall(r"\[([^\[\]:]+):(\d+)-(\d+)\]", text)]
+
+
+# ---------------------------------------------------------------------------------------------- extractive
+def test_sentence_spans_trim_and_split_english_and_chinese():
+    text = "  First one.  Second?\nThird 3.14 stays!高血压。糖尿病？ "
+    assert [text[s:e] for s, e in sentence_spans(text)] == ["First one.", "Second?", "Third 3.14 stays!高血压。", "糖尿病？"]
+
+
+def test_sentence_spans_join_wrapped_lines_and_skip_headings():
+    text = "# Termination\n\nEither party may terminate\nthis Agreement on notice. A second\nsentence\n\nNo full stop here\n## Payment\nDue in 30 days."
+    assert [text[s:e] for s, e in sentence_spans(text)] == [
+        "Either party may terminate\nthis Agreement on notice.", "A second\nsentence", "No full stop here", "Due in 30 days."
+    ]
+
+
+def test_extractive_answer_cites_the_matching_sentence_first(index):
+    sentence = "Either party may terminate the agreement for convenience."
+    result = answer(index, sentence, top_k=3, filters={"doc_id": "contract.txt"})
+    assert result.mode == "extractive"
+    assert result.text.startswith(EXTRACTIVE_LABEL)
+    cited = _citations(result.text)
+    assert len(cited) == 3
+    start = CONTRACT.index(sentence)
+    assert cited[0] == ("contract.txt", start, start + len(sentence))
+    assert result.text.index(sentence) < result.text.index(f"[contract.txt:{start}-")
+
+
+def test_extractive_citations_point_at_whole_sentences_of_the_source(index):
+    result = answer(index, "salt intake and insulin", top_k=4)
+    assert len(result.sources) == 4
+    for doc_id, start, end in _citations(result.text):
+        text = TEXTS[doc_id]
+        assert text[start:end] in result.text
+        assert start == 0 or text[:start].rstrip()[-1] in ".?!。？！；"  # begins where a sentence begins
+        assert text[end - 1] in ".?!。？！；"
+    for source in result.sources:
+        assert TEXTS[source.doc_id][source.start : source.end] == source.text
+
+
+def test_extractive_answer_without_matches(index):
+    result = answer(index, "anything", filters={"doc_id": "no-such-doc"})
+    assert result.sources == []
+    assert result.text == f"{EXTRACTIVE_LABEL} no passage in the index matches the question."
+
+
+def test_extractive_stream_yields_the_text(index):
+    result = answer(index, "governing law", top_k=2, stream=True)
+    assert "".join(result.text_stream) == result.text
+
+
+def test_answer_accepts_folder_index_and_retrievers(index, index_dir, encoder):
+    expected = answer(index, "payment due", top_k=2).to_dict()
+    assert answer(index.as_retriever(), "payment due", top_k=2).to_dict() == expected
+    assert answer(str(index_dir), "payment due", top_k=2).to_dict()["sources"][0]["doc_id"] in TEXTS
+    llama = pytest.importorskip("llama_index.retrievers.deepseek_rag")
+    assert answer(llama.DeepSeekRAGRetriever(index), "payment due", top_k=2).to_dict() == expected
+
+
+def test_empty_question_is_an_error(index):
+    with pytest.raises(InvalidInputError, match="empty"):
+        answer(index, "  ")
+
+
+# ---------------------------------------------------------------------------------------------- choosing the LLM
+def test_resolve_llm_order(monkeypatch):
+    pytest.importorskip("llama_index.llms.deepseek")
+    pytest.importorskip("llama_index.llms.openai_like")
+    assert resolve_llm() is None
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test")
+    deepseek = resolve_llm()
+    assert type(deepseek).__name__ == "DeepSeek" and deepseek.model == "deepseek-chat"
+    assert deepseek.api_base.startswith("https://api.deepseek.com")
+    local = resolve_llm(base_url="http://localhost:8000/v1", model_name="my-model")  # explicit server wins
+    assert type(local).__name__ == "OpenAILike" and local.api_base == "http://localhost:8000/v1"
+    monkeypatch.setenv("DEEPSEEK_RAG_LLM_BASE_URL", "http://localhost:11434/v1")
+    monkeypatch.setenv("DEEPSEEK_RAG_LLM_MODEL", "qwen2.5:7b")
+    from_env = resolve_llm()
+    assert (from_env.api_base, from_env.model) == ("http://localhost:11434/v1", "qwen2.5:7b")
+    sentinel = object()
+    assert resolve_llm(sentinel) is sentinel
+
+
+def test_server_without_model_name_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("DEEPSEEK_RAG_LLM_BASE_URL", "http://localhost:11434/v1")
+    with pytest.raises(InvalidInputError, match="DEEPSEEK_RAG_LLM_MODEL"):
+        resolve_llm()
+
+
+# ---------------------------------------------------------------------------------------------- LLM path
+@pytest.fixture
+def recording_llm():
+    pytest.importorskip("llama_index.retrievers.deepseek_rag")
+    from llama_index.core.llms import CompletionResponse, CustomLLM, LLMMetadata
+    from llama_index.core.llms.callbacks import llm_completion_callback
+
+    class RecordingLLM(CustomLLM):
+        prompts: list = []
+
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(context_window=16_384, num_output=256, model_name="recording-llm")
+
+        @llm_completion_callback()
+        def complete(self, prompt, formatted=False, **kwargs):
+            self.prompts.append(prompt)
+            return CompletionResponse(text=REPLY)
+
+        @llm_completion_callback()
+        def stream_complete(self, prompt, formatted=False, **kwargs):
+            self.prompts.append(prompt)
+            words = REPLY.split(" ")
+            return (CompletionResponse(text=" ".join(words[: i + 1]), delta=(" " if i else "") + w)
+                    for i, w in enumerate(words))
+
+    return RecordingLLM(prompts=[])
+
+
+def test_llm_answer_gives_the_llm_the_sources(index, recording_llm):
+    result = answer(index, "who may terminate the agreement?", llm=recording_llm, top_k=3)
+    assert result.mode == "llm" and result.text == REPLY
+    assert len(result.sources) == 3
+    prompt = "\n".join(recording_llm.prompts)
+    for source in result.sources:
+        assert source.text in prompt
+        assert TEXTS[source.doc_id][source.start : source.end] == source.text
+
+
+def test_llm_answer_streams(index, recording_llm):
+    result = answer(index, "which law governs?", llm=recording_llm, top_k=2, stream=True)
+    assert result.text == ""
+    assert "".join(result.text_stream) == REPLY
+    assert result.text == REPLY and len(result.sources) == 2
+
+
+class _FakeOpenAIServer(BaseHTTPRequestHandler):
+    """Just enough of /v1/chat/completions (plain and server-sent events) for OpenAILike."""
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append(body)
+        base = {"id": "chatcmpl-1", "created": 0, "model": body["model"]}
+        if body["model"] == "missing-model":  # as Ollama answers for a model it has not pulled
+            error = json.dumps({"error": {"message": "model 'missing-model' not found", "type": "api_error"}}).encode()
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(error)))
+            self.end_headers()
+            self.wfile.write(error)
+            return
+        if body.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            words = REPLY.split(" ")
+            for i, word in enumerate(words):
+                delta = {"role": "assistant", "content": (" " if i else "") + word}
+                chunk = {**base, "object": "chat.completion.chunk",
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            done = {**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+            return
+        payload = json.dumps({
+            **base, "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def openai_server():
+    pytest.importorskip("llama_index.llms.openai_like")
+    pytest.importorskip("llama_index.retrievers.deepseek_rag")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAIServer)
+    server.requests = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_compatible_server_from_environment(index, openai_server, monkeypatch):
+    server, url = openai_server
+    monkeypatch.setenv("DEEPSEEK_RAG_LLM_BASE_URL", url)
+    monkeypatch.setenv("DEEPSEEK_RAG_LLM_MODEL", "deepseek-r1:7b")
+    result = answer(index, "who may terminate?", top_k=2)
+    assert result.mode == "llm" and result.text == REPLY
+    request = server.requests[-1]
+    assert request["model"] == "deepseek-r1:7b"
+    sent = json.dumps(request["messages"], ensure_ascii=False)
+    assert all(json.dumps(s.text, ensure_ascii=False)[1:-1] in sent for s in result.sources)
+
+    streamed = answer(index, "who may terminate?", top_k=2, stream=True)
+    assert "".join(streamed.text_stream) == REPLY
+    assert server.requests[-1]["stream"] is True
+
+
+# ---------------------------------------------------------------------------------------------- ask command
+def test_ask_command_extractive_json(index_dir):
+    result = CliRunner().invoke(ask_command, [str(index_dir), "Which law governs the contract?", "--top-k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["mode"] == "extractive" and data["answer"].startswith(EXTRACTIVE_LABEL)
+    assert len(data["sources"]) == 2 and {"doc_id", "start", "end", "score", "text"} <= set(data["sources"][0])
+
+
+def test_ask_command_prints_answer_then_sources(index_dir):
+    result = CliRunner().invoke(ask_command, [str(index_dir), "salt intake", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(EXTRACTIVE_LABEL)
+    assert "Sources:\n  1. " in result.stdout and "  2. " in result.stdout
+
+
+def test_ask_command_with_server_streams(index_dir, openai_server):
+    server, url = openai_server
+    args = [str(index_dir), "who may terminate?", "--base-url", url, "--model-name", "m", "--stream"]
+    result = CliRunner().invoke(ask_command, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(REPLY + "\n")
+    assert server.requests[-1]["stream"] is True
+
+
+def test_ask_command_user_errors_are_one_line(index_dir, openai_server):
+    server, url = openai_server
+    result = CliRunner().invoke(ask_command, [str(index_dir), "q", "--base-url", url])
+    assert result.exit_code == 1
+    assert "Error: an OpenAI-compatible server" in result.output and "Traceback" not in result.output
+    missing = CliRunner().invoke(ask_command, [str(index_dir), "q", "--base-url", url, "--model-name", "missing-model"])
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert f"the LLM at {url} failed: NotFoundError" in missing.output and "not found" in missing.output
