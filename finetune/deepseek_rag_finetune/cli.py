@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import click
@@ -65,13 +64,13 @@ def _user_errors(func: Any) -> Any:
               help="FinetuneConfig JSON (a run's checkpoints/step-N/config.json); options given here override it.")
 @_opt("model", "--model", envvar="DEEPSEEK_RAG_MODEL")
 @_opt("epochs")
-@_opt("max_steps")
+@_opt("max_steps", type=int)
 @_opt("batch_size")
 @_opt("lr")
 @_opt("lora_r")
 @_opt("lora_alpha")
 @_opt("target_modules", type=str, default=None, help="Comma-separated linear layer names; default: detected.")
-@_opt("adapter_mode", type=click.Choice(["shared", "asymmetric"]))
+@_opt("adapter_mode", type=click.Choice(["shared", "asymmetric", "query"]))
 @_opt("projection_dim", type=int)
 @_opt("loss", type=click.Choice(["infonce", "margin"]))
 @_opt("temperature")

@@ -15,7 +15,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_MODES = ("shared", "asymmetric")
+ADAPTER_MODES = ("shared", "asymmetric", "query")
 LOSSES = ("infonce", "margin")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 MINING_METHODS = ("dense", "bm25")
@@ -34,7 +34,8 @@ class FinetuneConfig:
         metadata={"help": "Linear layer names to adapt; None = detected (BERT/XLM-R: query,key,value,dense; MPNet/e5: q,k,v,o)."},
     )
     adapter_mode: str = field(
-        default="shared", metadata={"help": "shared: one adapter for both sides; asymmetric: separate query and document adapters."}
+        default="shared", metadata={"help": "shared: one adapter for both sides; asymmetric: separate query and document adapters; "
+                                          "query: adapt the query side only (document vectors stay the base model's)."}
     )
     projection_dim: int | None = field(default=None, metadata={"help": "Train a linear head to this many dimensions; None = none."})
     epochs: int = field(default=1, metadata={"help": "Passes over the training pairs."})

@@ -76,6 +76,7 @@ class TrainableEncoder(nn.Module):
         self.encoder = encoder
         self.config = config
         self.asymmetric = config.adapter_mode == "asymmetric"
+        self.query_only = config.adapter_mode == "query"
         base = encoder.model.float()
         self.target_modules = list(config.target_modules or detect_target_modules(base))
         unknown = [t for t in self.target_modules if t not in linear_layer_names(base)]
@@ -94,6 +95,8 @@ class TrainableEncoder(nn.Module):
         if self.asymmetric:
             model = get_peft_model(base, lora, adapter_name="query")
             model.add_adapter("document", lora)
+        elif self.query_only:
+            model = get_peft_model(base, lora, adapter_name="query")
         else:
             model = get_peft_model(base, lora, adapter_name=SHARED_ADAPTER)
         if config.gradient_checkpointing:
@@ -119,6 +122,15 @@ class TrainableEncoder(nn.Module):
             p.requires_grad_(True)
 
     def embed(self, features: dict[str, torch.Tensor], side: str) -> torch.Tensor:
+        if self.query_only and side == "document":
+            # The base model as an index built without the adapter saw it: no adapter, no dropout, no gradient.
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad(), self.model.disable_adapter():
+                    return self.encoder.embed(features, side)
+            finally:
+                self.model.train(was_training)
         self.use_side(side)
         return self.encoder.embed(features, side)
 

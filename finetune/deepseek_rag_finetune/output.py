@@ -5,6 +5,7 @@ Adapter folder layout (read by :class:`deepseek_rag.DualEncoder` via ``EncoderCo
     OUT/deepseek_rag_adapter.json   format_version 1, base model fingerprint, sides, projection, encoder settings
     OUT/shared/                      one PEFT adapter for both sides            (adapter_mode "shared")
     OUT/query/ + OUT/document/       one PEFT adapter per side                  (adapter_mode "asymmetric")
+    OUT/query/ alone                 documents keep the base model's vectors    (adapter_mode "query")
     OUT/projection.safetensors       weight (out, in) and bias                  (when a projection was trained)
 
 ``deepseek_rag_adapter.json`` is written last, so a folder interrupted mid-write is never mistaken for an
@@ -47,6 +48,9 @@ def save_adapter_folder(module: TrainableEncoder, out: str | Path, *, base_finge
         for side in SIDES:
             _save_peft_adapter(module, side, out / side)
         sides = {side: side for side in SIDES}
+    elif module.query_only:
+        _save_peft_adapter(module, "query", out / "query")
+        sides = {"query": "query", "document": None}
     else:
         _save_peft_adapter(module, SHARED_ADAPTER, out / "shared")
         sides = {side: "shared" for side in SIDES}

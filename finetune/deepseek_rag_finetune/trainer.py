@@ -128,7 +128,10 @@ class Trainer:
 
         cfg = self.config
         sampler = DistributedSampler(pairs, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-        loader = DataLoader(pairs, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, collate_fn=list)
+        # Its own generator: creating an iterator must not draw from the global RNG that dropout uses,
+        # or a resumed run (which creates one mid-epoch) would drift from the uninterrupted one.
+        loader = DataLoader(pairs, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, collate_fn=list,
+                            generator=torch.Generator().manual_seed(cfg.seed))
         micro_per_epoch = len(loader)
         steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accumulation)
         total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
@@ -152,8 +155,8 @@ class Trainer:
             metrics = evaluate_dev(module.encode, dev) if ctx.is_main and len(dev) else {}
             return broadcast_object(metrics, ctx)
 
-        step = epoch = skip = bad_evals = 0
-        best_state, best_metric, dev_before, history = None, -1.0, {}, []
+        step = epoch = skip = bad_evals = last_eval_step = 0
+        best_state, best_metric, best_metrics, dev_before = None, -1.0, {}, {}
         state = self.resume_state
         if state is not None:
             module.load_trainable_state(state["model"])
@@ -164,7 +167,7 @@ class Trainer:
                 scaler.load_state_dict(state["scaler"])
             step, epoch, skip = state["step"], state["epoch"], state["batch_in_epoch"]
             best_metric, bad_evals, dev_before = state["best_metric"], state["bad_evals"], state["dev_before"]
-            best_state = state.get("best_state")
+            best_state, best_metrics = state.get("best_state"), state.get("best_metrics", {})
             ckpt.restore_rng(state)
             logger.info("resumed from %s at step %d (epoch %d, batch %d)", state["path"], step, epoch, skip)
         else:
@@ -183,19 +186,21 @@ class Trainer:
                     "plateau": plateau.state_dict(), "scaler": scaler.state_dict() if scaler else None, "step": step,
                     "epoch": at_epoch, "batch_in_epoch": batch_in_epoch, "best_metric": best_metric,
                     "bad_evals": bad_evals, "dev_before": dev_before, "best_state": best_state,
+                    "best_metrics": best_metrics,
                 })
                 ckpt.prune(self.out, cfg.keep_checkpoints)
             barrier(ctx)
 
         def after_eval(metrics: dict[str, float]) -> bool:
             """Track the best adapter, step the plateau scheduler; True when patience has run out."""
-            nonlocal best_state, best_metric, bad_evals
+            nonlocal best_state, best_metric, best_metrics, bad_evals, last_eval_step
             if not metrics:
                 return False
+            last_eval_step = step
             log.log(step, **{f"dev_{k}": v for k, v in metrics.items()})
             score = metrics["ndcg@10"]
             if score > best_metric + 1e-4:
-                best_metric, best_state, bad_evals = score, module.trainable_state(), 0
+                best_metric, best_metrics, best_state, bad_evals = score, metrics, module.trainable_state(), 0
             else:
                 bad_evals += 1
             if step > warmup_steps:
@@ -254,9 +259,14 @@ class Trainer:
                     save_checkpoint(0, epoch)
                 stop = stop or step >= total_steps
         bar.close()
+        if len(dev) and best_state is not None and last_eval_step != step:
+            after_eval(evaluate())  # the last steps ran after the last evaluation: score them before choosing
         if best_state is not None:
-            module.load_trainable_state(best_state)  # early stopping keeps the best evaluation's weights
-        dev_after = evaluate()
+            # Early stopping keeps the best evaluation's weights, and that evaluation's figures.
+            module.load_trainable_state(best_state)
+            dev_after = best_metrics
+        else:
+            dev_after = evaluate()
         result = TrainingResult(self.out, step, start_step, dev_before, dev_after, losses)
         if ctx.is_main:
             save_adapter_folder(module, self.out, base_fingerprint=base_fingerprint, base_model=base_name)

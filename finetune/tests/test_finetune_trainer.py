@@ -152,3 +152,14 @@ def test_margin_loss_and_symmetric_infonce_train(tiny_model_dir, tmp_path):
     for name, extra in (("margin", {"loss": "margin"}), ("sym", {"symmetric": True, "grad_accumulation": 2})):
         result = finetune(toy_pairs(), tmp_path / name, config(tiny_model_dir, max_steps=2, dev_fraction=0.0, **extra))
         assert result.steps == 2 and all(np.isfinite(result.losses))
+
+
+def test_query_only_adapter_keeps_document_vectors(tiny_model_dir, tmp_path):
+    finetune(toy_pairs(), tmp_path, config(tiny_model_dir, adapter_mode="query", max_steps=3))
+    manifest = json.loads((tmp_path / "deepseek_rag_adapter.json").read_text())
+    assert manifest["sides"] == {"query": "query", "document": None} and not (tmp_path / "document").exists()
+    base = DualEncoder(model=str(tiny_model_dir))
+    tuned = DualEncoder(model=str(tiny_model_dir), adapter=str(tmp_path))
+    # an index built with the base model stays valid: documents encode exactly as before, queries change
+    assert np.allclose(tuned.encode_documents(TEXTS), base.encode_documents(TEXTS), atol=1e-6)
+    assert not np.allclose(tuned.encode_queries(TEXTS), base.encode_queries(TEXTS), atol=1e-3)
