@@ -121,8 +121,9 @@ def read_sentence_transformers_config(model_dir: Path) -> dict[str, Any]:
 
 def _hash_files(folder: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
+    paths = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in paths:
+        digest.update(str(path.relative_to(folder.parent)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -240,7 +241,7 @@ class DualEncoder:
         self.dtype = _resolve_dtype(config.dtype, self.device)
         self._side_adapters: dict[str, str] = {}
         self.projection: torch.nn.Linear | None = None
-        self.adapter_hash: str | None = None
+        self.adapter_hashes: dict[str, str] = {}
         if adapter is not None:
             model = self._attach_adapter(model, Path(config.adapter), adapter)
         if self.projection is None and st_config.get("dense"):
@@ -279,7 +280,13 @@ class DualEncoder:
             layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in state)
             layer.load_state_dict(state)
             self.projection = layer
-        self.adapter_hash = _hash_files(folder)
+        # An index holds document vectors only: what must match is the document side. A query-side
+        # adapter (trained to move queries towards unchanged documents) opens indexes built without it.
+        projection_hash = _hash_files(folder / projection["file"]) if projection else ""
+        for side in SIDES:
+            if names[side] or projection:
+                side_hash = _hash_files(folder / names[side]) if names[side] else "base"
+                self.adapter_hashes[side] = f"{side_hash}{'+' + projection_hash if projection_hash else ''}"
         return model
 
     def _activate(self, side: str) -> Any:
@@ -361,7 +368,8 @@ class DualEncoder:
         return {
             "model": Path(self.model_name).name if Path(self.model_name).exists() else self.model_name,
             "base_fingerprint": self.base_fingerprint,
-            "adapter": self.adapter_hash,
+            "adapter": self.adapter_hashes.get("document"),
+            "query_adapter": self.adapter_hashes.get("query"),
             "pooling": self.pooling,
             "dim": self.dim,
             "max_seq_length": self.max_seq_length,
@@ -372,7 +380,7 @@ class DualEncoder:
 
 def check_fingerprint(expected: dict[str, Any], actual: dict[str, Any], where: str) -> None:
     """Raise :class:`EncoderMismatchError` naming every field where ``actual`` differs from ``expected``."""
-    keys = [k for k in expected if k != "model"]
+    keys = [k for k in expected if k not in ("model", "query_adapter")]
     diffs = [f"{k}: index has {expected[k]!r}, encoder has {actual.get(k)!r}" for k in keys if expected[k] != actual.get(k)]
     if diffs:
         raise EncoderMismatchError(

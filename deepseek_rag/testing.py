@@ -2,7 +2,9 @@
 
 ``build_tiny_model(path)`` writes a sentence-transformers style folder (BERT weights, a WordPiece
 tokenizer trained on the given texts, a mean-pooling config) that :class:`deepseek_rag.DualEncoder`
-loads like any local model. The vectors mean nothing; tests use them for shapes, plumbing, ids and
+loads like any local model; ``tokenizer="unigram"`` writes an XLM-R style one instead (XLM-RoBERTa
+weights, a SentencePiece-style Unigram tokenizer with ``▁`` word markers), and ``prompts`` adds e5-style
+query / passage prefixes. The vectors mean nothing; tests use them for shapes, plumbing, ids and
 offsets, never for retrieval quality.
 """
 
@@ -30,22 +32,49 @@ def build_tiny_model(
     vocab_size: int = 800,
     pooling: str = "mean",
     seed: int = 0,
+    tokenizer: str = "wordpiece",
+    prompts: dict[str, str] | None = None,
 ) -> Path:
-    """Write a tiny random-init BERT encoder with a WordPiece tokenizer trained on ``texts`` to ``path``."""
+    """Write a tiny random-init encoder with a tokenizer trained on ``texts`` to ``path``.
+
+    ``tokenizer="wordpiece"``: BERT with a WordPiece tokenizer (CJK characters split one per token, as
+    bert-base-chinese does). ``tokenizer="unigram"``: XLM-RoBERTa with a Unigram (SentencePiece-style)
+    tokenizer, as XLM-R and multilingual e5 use. ``prompts`` (e.g. ``{"query": "query: ", "document":
+    "passage: "}``) is written to ``config_sentence_transformers.json``, where e5 models keep theirs.
+    """
+    if tokenizer not in ("wordpiece", "unigram"):
+        raise ValueError(f"tokenizer={tokenizer!r} is not 'wordpiece' or 'unigram'")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if tokenizer == "unigram":
+        _write_unigram_xlmr(path, list(texts), hidden_size, max_seq_length, vocab_size, seed)
+    else:
+        _write_wordpiece_bert(path, list(texts), hidden_size, max_seq_length, vocab_size, seed)
+    _write_sentence_transformers_files(path, hidden_size, max_seq_length, pooling, prompts)
+    return path
+
+
+def _write_wordpiece_bert(path: Path, texts: list[str], hidden_size: int, max_seq_length: int, vocab_size: int, seed: int) -> None:
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     # BertNormalizer splits CJK characters into single tokens, as bert-base-chinese does.
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(
-        list(texts), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials)
-    )
+    normalizer = normalizers.BertNormalizer(lowercase=True, handle_chinese_chars=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # The vocabulary is built by counting, not by the WordPiece trainer, whose tie-breaking differs
+    # between runs: the same texts must give the same tokens, chunks and vectors in every test run.
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            counts[word] = counts.get(word, 0) + 1
+    chars = sorted({c for word in counts for c in word})
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    tokens = list(dict.fromkeys([*specials, *chars, *(f"##{c}" for c in chars), *words]))[:vocab_size]
+    tokenizer = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -65,6 +94,51 @@ def build_tiny_model(
     )
     BertModel(config).save_pretrained(path)
 
+
+def _write_unigram_xlmr(path: Path, texts: list[str], hidden_size: int, max_seq_length: int, vocab_size: int, seed: int) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R's order: <pad> is id 1, its padding_idx
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.train_from_iterator(
+        texts, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>")
+    )
+    bos_id, eos_id = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", bos_id), ("</s>", eos_id)],
+    )
+    XLMRobertaTokenizerFast(
+        tokenizer_object=tokenizer, model_max_length=max_seq_length, bos_token="<s>", eos_token="</s>",
+        cls_token="<s>", sep_token="</s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+    ).save_pretrained(path)
+
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=hidden_size * 2,
+        max_position_embeddings=max_seq_length + 2,  # RoBERTa positions start after the padding index
+        pad_token_id=tokenizer.token_to_id("<pad>"),
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+    )
+    XLMRobertaModel(config).save_pretrained(path)
+
+
+def _write_sentence_transformers_files(
+    path: Path, hidden_size: int, max_seq_length: int, pooling: str, prompts: dict[str, str] | None
+) -> None:
+    if prompts:
+        (path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
     (path / "1_Pooling").mkdir(exist_ok=True)
     (path / "1_Pooling" / "config.json").write_text(
         json.dumps(
@@ -87,4 +161,3 @@ def build_tiny_model(
             ]
         )
     )
-    return path

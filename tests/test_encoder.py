@@ -111,7 +111,10 @@ def test_adapter_folder_loads_per_side_and_refuses_another_base(tiny_model_dir, 
     text = ["which law governs the contract"]
     assert not np.allclose(adapted.encode_queries(text), plain.encode_queries(text), atol=1e-4)
     np.testing.assert_allclose(adapted.encode_documents(text), plain.encode_documents(text), atol=1e-5)
-    assert adapted.fingerprint()["adapter"] and plain.fingerprint()["adapter"] is None
+    assert adapted.fingerprint()["query_adapter"] and plain.fingerprint()["query_adapter"] is None
+    # documents are untouched, so an index built without the query-side adapter opens with it
+    assert adapted.fingerprint()["adapter"] is None
+    check_fingerprint(plain.fingerprint(), adapted.fingerprint(), "idx")
 
     other = build_tiny_model(tmp_path / "other-base", seed=3)
     with pytest.raises(EncoderMismatchError, match="trained on base model"):

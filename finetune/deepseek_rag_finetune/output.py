@@ -68,8 +68,9 @@ def save_adapter_folder(module: TrainableEncoder, out: str | Path, *, base_finge
         "sides": sides,
         "projection": projection,
         "encoder": {
+            # The training length (often shorter, for speed) is not recorded: the index reads documents
+            # at the base model's length, and a query-side adapter must open indexes built without it.
             "pooling": encoder.pooling,
-            "max_seq_length": encoder.max_seq_length,
             "query_prefix": encoder.query_prefix,
             "document_prefix": encoder.document_prefix,
         },
