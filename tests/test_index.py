@@ -71,7 +71,7 @@ def test_one_dimensional_query_gives_one_row(corpus):
 def test_ivf_with_all_lists_probed_finds_the_neighbours(corpus, spec, min_recall):
     ids, vectors = corpus
     index = built(spec, corpus)
-    assert index.nlist == 16 and index.nprobe == 8  # default: nlist // 16, at least 8
+    assert index.nlist == 16 and index.nprobe == 16  # default: nlist // 8, at least 32, at most nlist
     index.nprobe = 100
     assert index.nprobe == 16
     queries = unit_vectors(100, seed=1)
@@ -234,8 +234,8 @@ def test_hnsw_refuses_removal_clearly(corpus):
 
 def test_auto_spec_resolution():
     assert resolve_auto_spec(AUTO_IVF_THRESHOLD - 1, 384) == "Flat"
-    assert resolve_auto_spec(1_000_000, 384) == "IVF4096,PQ96x8"
-    assert resolve_auto_spec(100_000, 32) == "IVF1024,PQ8x8"
+    assert resolve_auto_spec(1_000_000, 384) == "IVF4096,PQ192x4fs"
+    assert resolve_auto_spec(100_000, 32) == "IVF1024,PQ16x4fs"
     assert resolve_auto_spec(100_000, 30).endswith(",PQ6x8")  # 30 % 6 == 0
     for n in (1, 40, 1000, AUTO_IVF_THRESHOLD, 10**7):
         nlist = suggest_nlist(n)
