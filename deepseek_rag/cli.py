@@ -95,7 +95,7 @@ def retrieval_options(func: Any) -> Any:
     func = click.option("--sparse-weight", type=click.FloatRange(0, 1), default=None,
                         help="Share of the sparse side in hybrid fusion, 0 to 1 (default 0.5).")(func)
     func = click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default=None,
-                        help="Hybrid fusion: reciprocal ranks (rrf, default) or min-max normalised scores (weighted).")(func)
+                        help="Hybrid fusion: min-max normalised scores (weighted, default) or reciprocal ranks (rrf).")(func)
     func = click.option("--mode", type=click.Choice(["dense", "sparse", "hybrid"]), default=None,
                         help="Vectors, BM25, or both fused (default: hybrid when the index has a BM25 side).")(func)
     return func

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -303,7 +304,9 @@ class DocumentIndex:
                 "search it with mode='dense', or rebuild it with the sparse side enabled"
             )
         if self.sparse.stale:
+            started = time.perf_counter()
             self.sparse.rebuild(self.store.iter_chunks(), self._sparse_text_of_stored)
+            logger.info("built the sparse index over %d chunks in %.1fs", len(self.sparse), time.perf_counter() - started)
         return self.sparse
 
     def as_retriever(self, **options: Any):  # -> Retriever (imported lazily: retriever imports this module)
