@@ -422,6 +422,12 @@ class DocumentIndex:
         if vectors.dim != encoder.dim:
             store.close()
             raise IndexFormatError(f"{vectors_path} holds {vectors.dim}-d vectors but the encoder makes {encoder.dim}-d ones")
+        unknown = set(manifest["settings"]) - set(IndexSettings.__dataclass_fields__)
+        if unknown:
+            raise IndexFormatError(
+                f"{folder} was written by a newer deepseek-rag (settings {', '.join(sorted(unknown))} are unknown "
+                f"to {__version__}); upgrade deepseek-rag to open it"
+            )
         settings = IndexSettings(**manifest["settings"])
         sparse = None
         if settings.sparse.enabled:

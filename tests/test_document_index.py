@@ -226,6 +226,17 @@ def test_damaged_or_missing_directories_are_clear_errors(index, encoder, tmp_pat
         DocumentIndex.load(tmp_path / "idx", encoder)
 
 
+def test_index_from_a_newer_library_is_a_clear_error(index, encoder, tmp_path):
+    import json
+
+    index.save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    manifest["settings"]["reranker"] = {"model": "x"}
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexFormatError, match="newer deepseek-rag"):
+        DocumentIndex.load(tmp_path / "idx", encoder)
+
+
 def test_opening_with_another_encoder_is_refused(index, tmp_path):
     from deepseek_rag.testing import build_tiny_model
 
