@@ -43,7 +43,6 @@ def _quiet_libraries(verbose: bool) -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("bm25s").setLevel(logging.INFO if verbose else logging.WARNING)  # it logs each build at DEBUG
 
 
 def encoder_options(func: Any) -> Any:

@@ -71,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
 
     from .document_index import DocumentIndex
 

@@ -157,7 +157,7 @@ class SparseIndex:
     def rebuild(self, batches: Iterable[list[Chunk]], text_of: Callable[[Chunk], str]) -> None:
         """Rebuild the matrix over every chunk in ``batches`` (id order), analysing ``text_of(chunk)`` for
         chunks whose terms are not known yet."""
-        import bm25s
+        bm25s = _import_bm25s()
 
         chunk_ids: list[int] = []
         per_chunk: list[np.ndarray] = []
@@ -265,7 +265,7 @@ class SparseIndex:
     @classmethod
     def load(cls, path: str | Path, config: SparseConfig) -> SparseIndex:
         """Read a file written by :meth:`save`; one written with other analysis settings comes back stale."""
-        import bm25s
+        bm25s = _import_bm25s()
 
         index = cls(config)
         try:
@@ -329,3 +329,11 @@ def settle_sparse_file(folder: Path, expected_checksum: str | None) -> Path | No
     if expected_checksum is not None:
         logger.warning("%s is missing or does not match chunks.sqlite; the sparse index is rebuilt from the store", current)
     return None
+
+
+def _import_bm25s():
+    """Import bm25s, undoing the DEBUG level it forces on its logger so it follows the app's logging."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
