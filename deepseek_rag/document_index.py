@@ -36,7 +36,7 @@ from .index_dir import (
     STORE_NAME,
     VECTORS_NAME,
     file_checksum,
-    fsync_dir,
+    fsync_path,
     read_manifest,
     settle_vectors_file,
     write_manifest,
@@ -355,7 +355,7 @@ class DocumentIndex:
         os.replace(pending, folder / VECTORS_NAME)
         if self.sparse is not None:
             os.replace(sparse_pending, folder / SPARSE_NAME)
-        fsync_dir(folder)
+        fsync_path(folder)
         write_manifest(folder, self.manifest())
 
     def _write_new_directory(self, target: Path, overwrite: bool) -> None:
@@ -377,7 +377,7 @@ class DocumentIndex:
         self.store.commit()
         self.store.backup_to(staging / STORE_NAME)
         write_manifest(staging, self.manifest())
-        fsync_dir(staging)
+        fsync_path(staging)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -386,7 +386,7 @@ class DocumentIndex:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging, target)
-        fsync_dir(target.parent)
+        fsync_path(target.parent)
         # From now on this index lives in the directory: reopen the store there.
         self.store.close()
         self.store = ChunkStore(target / STORE_NAME, create=False)

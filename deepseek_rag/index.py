@@ -35,6 +35,7 @@ import faiss
 import numpy as np
 
 from .errors import IndexFormatError, IndexSpecError, InvalidInputError, MissingDependencyError
+from .index_dir import fsync_path
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +182,6 @@ def _as_ids(values: object, what: str = "ids", *, expected: int | None = None) -
     if expected is not None and len(arr) != expected:
         raise InvalidInputError(f"got {len(arr)} {what} for {expected} vectors; pass exactly one id per vector")
     return arr
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class VectorIndex:
@@ -433,14 +426,14 @@ class VectorIndex:
                 shutil.copyfile(source, tmp)
             else:
                 faiss.write_index(self._index, tmp)
-            _fsync_path(tmp)
+            fsync_path(tmp)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
                 os.remove(tmp)
             raise
         if os.name == "posix":  # make the rename itself durable
-            _fsync_path(os.path.dirname(os.path.abspath(path)))
+            fsync_path(os.path.dirname(os.path.abspath(path)))
 
     @classmethod
     def load(

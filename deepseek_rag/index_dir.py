@@ -26,9 +26,9 @@ PENDING_SUFFIX = ".new"
 MANIFEST_FORMAT_VERSION = 1
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Flush a file's data, or make a rename inside a folder durable."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -43,7 +43,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def file_checksum(path: Path) -> str:
@@ -68,7 +68,7 @@ def settle_vectors_file(folder: Path, expected_checksum: str | None) -> Path:
         return current
     if pending.is_file() and file_checksum(pending) == expected_checksum:
         os.replace(pending, current)  # a save that committed but did not finish its rename
-        fsync_dir(folder)
+        fsync_path(folder)
         return current
     what = "is missing" if not current.exists() else "does not match chunks.sqlite (damaged or truncated)"
     raise IndexFormatError(f"{current} {what}; rebuild the index with `deepseek-rag index`")

@@ -314,7 +314,7 @@ SPARSE_NAME = "sparse.npz"
 def settle_sparse_file(folder: Path, expected_checksum: str | None) -> Path | None:
     """The sparse file that matches the committed store, finishing an interrupted save; None when there is
     none to trust (an index saved before it had a sparse side, or a damaged file): it is rebuilt from the store."""
-    from .index_dir import PENDING_SUFFIX, file_checksum, fsync_dir
+    from .index_dir import PENDING_SUFFIX, file_checksum, fsync_path
 
     current = folder / SPARSE_NAME
     pending = folder / (SPARSE_NAME + PENDING_SUFFIX)
@@ -324,7 +324,7 @@ def settle_sparse_file(folder: Path, expected_checksum: str | None) -> Path | No
         return current
     if expected_checksum is not None and pending.is_file() and file_checksum(pending) == expected_checksum:
         os.replace(pending, current)  # a save that committed but did not finish its rename
-        fsync_dir(folder)
+        fsync_path(folder)
         return current
     if expected_checksum is not None:
         logger.warning("%s is missing or does not match chunks.sqlite; the sparse index is rebuilt from the store", current)
