@@ -7,8 +7,9 @@ pipeline and k in (1, 4, 8, 16): span Recall@k (share of queries with a hit in t
 (share of returned chunks that hit), characters returned per query, and document-level nDCG@10.
 Pipelines, all with the same all-MiniLM-L6-v2:
 
-* ``ours``: DocumentIndex defaults (token windows that fit the model, contextual headers), Flat index;
-* ``ours-no-headers``: the same without contextual headers (``--variants`` to choose);
+* ``ours-{hybrid,dense,sparse}``: DocumentIndex defaults (token windows that fit the model, contextual
+  headers), Flat index, scored in each retrieval mode from one build;
+* ``ours-no-headers-{...}``: the same without contextual headers (``--variants`` to choose);
 * ``llamaindex-default``: ``VectorStoreIndex.from_documents`` + ``HuggingFaceEmbedding`` (SentenceSplitter 1024/200);
 * ``llamaindex-256``: the same with ``SentenceSplitter(chunk_size=256, chunk_overlap=32)``.
 
@@ -58,22 +59,26 @@ def score(results: dict[str, list[tuple[str, int, int]]], spans) -> dict[str, fl
     return {name: value / len(results) for name, value in metrics.items()}
 
 
-def run_ours(corpus, queries, headers: bool, depth: int):
+def run_ours(corpus, queries, headers: bool, depth: int, modes: tuple[str, ...] = ("hybrid",)):
+    """One build, scored in each retrieval mode: {mode: (results, stats)}."""
     from deepseek_rag import Document, DocumentIndex
 
     docs = [Document(d, r["text"], {"title": r["title"]}) for d, r in corpus.items()]
     started = time.perf_counter()
     index = DocumentIndex.build(docs, index_spec="Flat", contextual_headers=headers)
     build = time.perf_counter() - started
-    retriever = index.as_retriever()
-    qids = list(queries)
-    started = time.perf_counter()
-    ranked = retriever.retrieve_batch([queries[q] for q in qids], depth)
-    search = time.perf_counter() - started
-    results = {q: [(h.doc_id, h.start, h.end) for h in hits] for q, hits in zip(qids, ranked)}
     tokens = [len(index.encoder.tokenizer(c.text, add_special_tokens=False)["input_ids"])
               for batch in index.store.iter_chunks() for c in batch]
-    return results, {"chunks": len(tokens), "max_chunk_tokens": max(tokens), "build_s": build, "search_s": search}
+    qids = list(queries)
+    out = {}
+    for mode in modes:
+        retriever = index.as_retriever(mode=mode)
+        started = time.perf_counter()
+        ranked = retriever.retrieve_batch([queries[q] for q in qids], depth)
+        search = time.perf_counter() - started
+        results = {q: [(h.doc_id, h.start, h.end) for h in hits] for q, hits in zip(qids, ranked)}
+        out[mode] = (results, {"chunks": len(tokens), "max_chunk_tokens": max(tokens), "build_s": build, "search_s": search})
+    return out
 
 
 def run_llamaindex(corpus, queries, chunk_size: int | None, depth: int):
@@ -118,24 +123,25 @@ def main() -> None:
     corpus, queries, spans = load_cuad(Path(args.data), args.limit_docs or None)
     print(f"CUAD: {len(corpus)} contracts, {len(queries)} queries, {sum(len(r['text']) for r in corpus.values()):,} chars")
     depth = max(KS)
+    modes = ("hybrid", "dense", "sparse")
     runners = {
-        "ours": lambda: run_ours(corpus, queries, True, depth),
-        "ours-no-headers": lambda: run_ours(corpus, queries, False, depth),
-        "llamaindex-default": lambda: run_llamaindex(corpus, queries, None, depth),
-        "llamaindex-256": lambda: run_llamaindex(corpus, queries, 256, depth),
+        "ours": lambda: {f"ours-{m}": r for m, r in run_ours(corpus, queries, True, depth, modes).items()},
+        "ours-no-headers": lambda: {f"ours-no-headers-{m}": r for m, r in run_ours(corpus, queries, False, depth, modes).items()},
+        "llamaindex-default": lambda: {"llamaindex-default": run_llamaindex(corpus, queries, None, depth)},
+        "llamaindex-256": lambda: {"llamaindex-256": run_llamaindex(corpus, queries, 256, depth)},
     }
     table = {}
-    for name in args.variants.split(","):
-        results, stats = runners[name]()
-        table[name] = {**score(results, spans), **stats}
-        print(f"  {name}: done ({stats['chunks']} chunks, build {stats['build_s']:.0f}s)", flush=True)
+    for variant in args.variants.split(","):
+        for name, (results, stats) in runners[variant]().items():
+            table[name] = {**score(results, spans), **stats}
+            print(f"  {name}: done ({stats['chunks']} chunks, build {stats['build_s']:.0f}s)", flush=True)
     columns = [f"recall@{k}" for k in KS] + [f"precision@{k}" for k in (1, 8)] + ["chars@8", "doc_ndcg@10", "chunks", "max_chunk_tokens"]
     print("\n" + f"{'pipeline':<20}" + "".join(f"{c:>14}" for c in columns))
     for name, row in table.items():
         cells = "".join(f"{row[c]:>14.0f}" if c in ("chars@8", "chunks", "max_chunk_tokens") else f"{row[c]:>14.3f}" for c in columns)
         print(f"{name:<20}{cells}")
-    if "llamaindex-default" in table and "ours" in table:
-        ratio = table["ours"]["precision@8"] / max(1e-9, table["llamaindex-default"]["precision@8"])
+    if "llamaindex-default" in table and "ours-hybrid" in table:
+        ratio = table["ours-hybrid"]["precision@8"] / max(1e-9, table["llamaindex-default"]["precision@8"])
         print(f"\nprecision@8 ours / llamaindex-default: {ratio:.2f}x; "
               f"truncated llamaindex-default chunks: {table['llamaindex-default']['truncated_share']:.0%}")
     if args.json_out:

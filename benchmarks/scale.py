@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_rag.index import AUTO_IVF_THRESHOLD, VectorIndex, resolve_auto_spec
+from deepseek_rag.index import AUTO_IVF_THRESHOLD, VectorIndex, resolve_auto_spec, suggest_nlist
 
 DIM = 384
 
@@ -81,7 +81,8 @@ def main() -> None:
             _, truth = exact.search(queries, 10)
             np.save(f"{tmp}/q.npy", queries)
             np.save(f"{tmp}/t.npy", truth)
-            ivf_spec = resolve_auto_spec(max(n, AUTO_IVF_THRESHOLD), DIM) if n < AUTO_IVF_THRESHOLD else resolve_auto_spec(n, DIM)
+            # the quantized spec auto picks at this size, or would pick were n above the threshold
+            ivf_spec = f"IVF{suggest_nlist(n)},{resolve_auto_spec(AUTO_IVF_THRESHOLD, DIM).split(',', 1)[1]}"
             for spec in ("Flat", ivf_spec):
                 index = VectorIndex(DIM, spec)
                 started = time.perf_counter()
