@@ -61,6 +61,22 @@ def test_flat_finds_each_vector_itself_with_score_one(corpus):
     assert (np.diff(scores, axis=1) <= 1e-6).all(), "scores are higher-is-better, sorted descending"
 
 
+def test_single_query_search_leaves_the_thread_setting_as_it_was(corpus, monkeypatch):
+    """A lone query runs on one faiss thread (no OpenMP wake-up); the caller's setting comes back after."""
+    index = built("Flat", corpus)
+    seen = []
+    search = index._index.search
+    monkeypatch.setattr(index._index, "search", lambda *a, **kw: (seen.append(faiss.omp_get_max_threads()), search(*a, **kw))[1])
+    faiss.omp_set_num_threads(2)
+    try:
+        index.search(corpus[1][0], 3)
+        index.search(corpus[1][:40], 3)
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(1)
+    assert seen == [1, 2]
+
+
 def test_one_dimensional_query_gives_one_row(corpus):
     _, vectors = corpus
     scores, found = built("Flat", corpus).search(vectors[3], 2)
