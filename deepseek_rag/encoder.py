@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,12 @@ class EncoderConfig:
     max_seq_length: int | None = field(default=None, metadata={"help": "Tokens read per text; None = model config."})
     dtype: str = field(default="auto", metadata={"help": "auto | float32 | bfloat16 | float16 (CUDA only)."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1...; None = CUDA when available."})
-    batch_size: int = field(default=64, metadata={"help": "Texts per forward pass."})
+    batch_size: int = field(default=64, metadata={"help": "Texts per forward pass (at most)."})
+    cpu_batch_tokens: int = field(
+        default=2048,
+        metadata={"help": "On a CPU, also cap the padded tokens per forward pass: batches that stay in cache "
+                          "(8 x 256 tokens) encoded 1.4x faster than 64 x 256 on a 2-core AVX2 machine."},
+    )
 
     def __post_init__(self) -> None:
         if self.pooling is not None and self.pooling not in _POOLING_MODES:
@@ -68,6 +73,8 @@ class EncoderConfig:
             raise InvalidInputError(f"dtype={self.dtype!r} is not one of {', '.join(_DTYPES)}")
         if self.batch_size < 1:
             raise InvalidInputError(f"batch_size={self.batch_size} must be at least 1")
+        if self.cpu_batch_tokens < 1:
+            raise InvalidInputError(f"cpu_batch_tokens={self.cpu_batch_tokens} must be at least 1")
         if self.max_seq_length is not None and self.max_seq_length < 8:
             raise InvalidInputError(f"max_seq_length={self.max_seq_length} must be at least 8")
 
@@ -301,14 +308,17 @@ class DualEncoder:
     # ----------------------------------------------------------------------------------- encoding
     def tokenize(self, texts: Sequence[str], side: str) -> dict[str, Any]:
         """Prefix and tokenize ``texts`` for ``side`` ('query' | 'document'), padded to the longest."""
-        prefix = self.query_prefix if side == "query" else self.document_prefix
         return self.tokenizer(
-            [prefix + t for t in texts],
+            self._prefixed(texts, side),
             padding=True,
             truncation=True,
             max_length=self.max_seq_length,
             return_tensors="pt",
         )
+
+    def _prefixed(self, texts: Sequence[str], side: str) -> list[str]:
+        prefix = self.query_prefix if side == "query" else self.document_prefix
+        return [prefix + t for t in texts]
 
     def embed(self, features: dict[str, Any], side: str) -> Any:
         """Forward pass → pooled, projected, normalised embeddings as a torch tensor (gradients allowed)."""
@@ -331,17 +341,31 @@ class DualEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         batch_size = batch_size or self.config.batch_size
+        encoded = self.tokenizer(self._prefixed(texts, side), truncation=True, max_length=self.max_seq_length)
+        lengths = np.array([len(ids) for ids in encoded["input_ids"]])
         # Length-sorted batches pad little; results are put back in the caller's order.
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        order = np.argsort(-lengths, kind="stable")
+        batches = list(self._batches(lengths[order], batch_size))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        show = progress if progress is not None else (len(texts) > 4 * batch_size and logger.isEnabledFor(logging.INFO))
-        starts = range(0, len(texts), batch_size)
+        show = progress if progress is not None else (len(batches) > 4 and logger.isEnabledFor(logging.INFO))
         with torch.inference_mode():
-            for start in tqdm(starts, desc=f"encode {side}s", disable=not show, unit="batch"):
-                idx = order[start : start + batch_size]
-                features = self.tokenize([texts[i] for i in idx], side)
+            for start, stop in tqdm(batches, desc=f"encode {side}s", disable=not show, unit="batch"):
+                idx = order[start:stop]
+                features = self.tokenizer.pad(
+                    {key: [encoded[key][i] for i in idx] for key in encoded.keys()}, return_tensors="pt"
+                )
                 out[idx] = self.embed(features, side).cpu().numpy()
         return out
+
+    def _batches(self, sorted_lengths: np.ndarray, batch_size: int) -> Iterator[tuple[int, int]]:
+        """(start, stop) slices of the longest-first texts: ``batch_size`` texts at most and, on a CPU, no more
+        than ``cpu_batch_tokens`` padded tokens (the first text of a batch is its longest)."""
+        budget = self.config.cpu_batch_tokens if self.device.startswith("cpu") else None
+        start = 0
+        while start < len(sorted_lengths):
+            size = batch_size if budget is None else max(1, min(batch_size, budget // int(sorted_lengths[start])))
+            yield start, min(start + size, len(sorted_lengths))
+            start += size
 
     def encode_queries(
         self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool | None = None

@@ -25,6 +25,17 @@ def test_vectors_are_unit_float32_in_input_order(encoder):
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)  # length sorting puts results back in order
 
 
+def test_cpu_batches_cap_padded_tokens_and_keep_results(tiny_model_dir, encoder):
+    texts = ["word " * n for n in (60, 3, 40, 12, 55, 1, 30, 8)]
+    budgeted = DualEncoder(model=str(tiny_model_dir), cpu_batch_tokens=100)
+    lengths = np.array(sorted((len(ids) for ids in budgeted.tokenizer(texts)["input_ids"]), reverse=True))
+    batches = list(budgeted._batches(lengths, 64))
+    assert batches[0][0] == 0 and batches[-1][1] == len(texts)
+    assert all(stop > start and (stop - start) * lengths[start] <= 100 or stop - start == 1 for start, stop in batches)
+    assert len(batches) > 1, "the budget splits what one 64-text batch would hold"
+    np.testing.assert_allclose(budgeted.encode_documents(texts), encoder.encode_documents(texts), atol=1e-5)
+
+
 def test_query_prefix_changes_only_the_query_side(tiny_model_dir):
     plain = DualEncoder(model=str(tiny_model_dir))
     prefixed = DualEncoder(model=str(tiny_model_dir), query_prefix="query: ", document_prefix="passage: ")
