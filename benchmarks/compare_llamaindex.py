@@ -109,6 +109,9 @@ class Pipeline:
     def build(self, documents: list[Document]) -> int: ...
     def save(self, folder: Path) -> None: ...
     def rank(self, query: str) -> dict[str, float]: ...
+    def embedded_tokens(self) -> int:
+        """Word pieces the encoder read while building (special tokens included, truncation applied)."""
+        ...
 
 
 class Ours(Pipeline):
@@ -125,6 +128,9 @@ class Ours(Pipeline):
 
     def rank(self, query):
         return {d.doc_id: d.score for d in self.retriever.retrieve_documents(query)}
+
+    def embedded_tokens(self):
+        return _ours_tokens(self.index)
 
 
 def llama_documents(documents: list[Document]) -> list:
@@ -157,6 +163,13 @@ class LlamaIndexDefault(Pipeline):
             ranked.setdefault(hit.node.ref_doc_id, float(hit.score))
         return ranked
 
+    def embedded_tokens(self):
+        from llama_index.core.schema import MetadataMode
+
+        model = self.embed._model
+        texts = [n.get_content(metadata_mode=MetadataMode.EMBED) for n in self.index.docstore.docs.values()]
+        return sum(len(ids) for ids in model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"])
+
 
 class OursInLlamaIndex(Pipeline):
     name = "ours-in-llamaindex"
@@ -178,6 +191,17 @@ class OursInLlamaIndex(Pipeline):
 
     def rank(self, query):
         return {hit.node.node_id: float(hit.score) for hit in self.retriever.retrieve(query)}
+
+    def embedded_tokens(self):
+        return _ours_tokens(self.retriever.index)
+
+
+def _ours_tokens(index: DocumentIndex) -> int:
+    encoder = index.encoder
+    titles = {doc_id: index.store.get_document(doc_id).title for doc_id in index.document_ids()}
+    texts = [encoder.document_prefix + index.embedding_text(c, titles[c.doc_id])
+             for batch in index.store.iter_chunks() for c in batch]
+    return sum(len(ids) for ids in encoder.tokenizer(texts, truncation=True, max_length=encoder.max_seq_length)["input_ids"])
 
 
 def bf16_sample_ratio(fp32: DualEncoder, documents: list[Document]) -> dict[str, float]:
@@ -249,6 +273,7 @@ def measure_queries(pipelines: list[Pipeline], split: BeirSplit, max_queries: in
 
 def print_table(rows: dict[str, dict], reference: str) -> None:
     columns = [("docs/s", "docs_per_s", ".1f"), ("chunks/s", "chunks_per_s", ".1f"), ("chunks", "chunks", "d"),
+               ("tokens read", "embedded_tokens", "d"), ("tokens/s", "tokens_per_s", ".0f"),
                ("p50 ms", "query_p50_ms", ".1f"), ("p99 ms", "query_p99_ms", ".1f"),
                ("build RSS MB", "peak_rss_build_mb", ".0f"), ("disk MB", "disk_mb", ".1f"), ("nDCG@10", "ndcg@10", ".4f")]
     print(f"\n{'pipeline':<22}" + "".join(f"{title:>13}" for title, _, _ in columns))
@@ -265,7 +290,8 @@ def print_table(rows: dict[str, dict], reference: str) -> None:
             if name == reference or "skipped" in row:
                 continue
             print(f"  {name}: query p50 {row['query_p50_ms'] / ref['query_p50_ms']:.2f}x, "
-                  f"docs/s {row['docs_per_s'] / ref['docs_per_s']:.2f}x, disk {row['bytes_on_disk'] / ref['bytes_on_disk']:.2f}x, "
+                  f"docs/s {row['docs_per_s'] / ref['docs_per_s']:.2f}x, tokens/s {row['tokens_per_s'] / ref['tokens_per_s']:.2f}x, "
+                  f"tokens read {row['embedded_tokens'] / ref['embedded_tokens']:.2f}x, disk {row['bytes_on_disk'] / ref['bytes_on_disk']:.2f}x, "
                   f"nDCG@10 {row['ndcg@10'] - ref['ndcg@10']:+.4f}")
     if "ours-fp32" in rows and "ours-in-llamaindex" in rows:
         core, adapter = rows["ours-fp32"], rows["ours-in-llamaindex"]
@@ -323,7 +349,9 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     queries = measure_queries(pipelines, split, args.max_queries)
     for pipeline in pipelines:
-        rows[pipeline.name] = {**builds[pipeline.name], **queries[pipeline.name]}
+        tokens = pipeline.embedded_tokens()
+        rows[pipeline.name] = {**builds[pipeline.name], **queries[pipeline.name], "embedded_tokens": tokens,
+                               "tokens_per_s": tokens / builds[pipeline.name]["build_s"]}
     rows = {name: rows[name] for name in wanted if name in rows}
     print_table(rows, "llamaindex-default")
     if args.json_out:
