@@ -193,6 +193,9 @@ def _resolve_dtype(dtype: str, device: str) -> Any:
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
+_TOKENIZE_GROUP = 8192  # texts tokenized (and length-sorted) together when encoding
+
+
 class DualEncoder:
     """Encode queries and documents into unit-length float32 vectors with one base transformer.
 
@@ -341,20 +344,23 @@ class DualEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         batch_size = batch_size or self.config.batch_size
-        encoded = self.tokenizer(self._prefixed(texts, side), truncation=True, max_length=self.max_seq_length)
-        lengths = np.array([len(ids) for ids in encoded["input_ids"]])
-        # Length-sorted batches pad little; results are put back in the caller's order.
-        order = np.argsort(-lengths, kind="stable")
-        batches = list(self._batches(lengths[order], batch_size))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        show = progress if progress is not None else (len(batches) > 4 and logger.isEnabledFor(logging.INFO))
-        with torch.inference_mode():
-            for start, stop in tqdm(batches, desc=f"encode {side}s", disable=not show, unit="batch"):
-                idx = order[start:stop]
-                features = self.tokenizer.pad(
-                    {key: [encoded[key][i] for i in idx] for key in encoded.keys()}, return_tensors="pt"
-                )
-                out[idx] = self.embed(features, side).cpu().numpy()
+        show = progress if progress is not None else (len(texts) > 4 * batch_size and logger.isEnabledFor(logging.INFO))
+        with torch.inference_mode(), tqdm(total=len(texts), desc=f"encode {side}s", disable=not show, unit="text") as bar:
+            # Token ids of a group at a time: a million chunks tokenized at once would hold GBs of Python ints.
+            for group in range(0, len(texts), _TOKENIZE_GROUP):
+                group_texts = self._prefixed(texts[group : group + _TOKENIZE_GROUP], side)
+                encoded = self.tokenizer(group_texts, truncation=True, max_length=self.max_seq_length)
+                lengths = np.array([len(ids) for ids in encoded["input_ids"]])
+                # Length-sorted batches pad little; results are put back in the caller's order.
+                order = np.argsort(-lengths, kind="stable")
+                for start, stop in self._batches(lengths[order], batch_size):
+                    idx = order[start:stop]
+                    features = self.tokenizer.pad(
+                        {key: [encoded[key][i] for i in idx] for key in encoded.keys()}, return_tensors="pt"
+                    )
+                    out[group + idx] = self.embed(features, side).cpu().numpy()
+                    bar.update(len(idx))
         return out
 
     def _batches(self, sorted_lengths: np.ndarray, batch_size: int) -> Iterator[tuple[int, int]]:

@@ -1,0 +1,81 @@
+"""The benchmark scripts run end to end on a tiny BEIR folder, so the README's commands keep working.
+
+They use the bundled all-MiniLM-L6-v2 (offline) and LlamaIndex's HuggingFaceEmbedding on it, exactly as
+on real data; the data here is eight made-up documents, never the shared datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+DOCUMENTS = {
+    "lease": ("Office lease", "The tenant may terminate this lease with ninety days written notice to the landlord."),
+    "nda": ("Mutual NDA", "Each party shall keep the other party's confidential information secret for five years."),
+    "sla": ("Hosting SLA", "The provider guarantees 99.9 percent monthly uptime and credits fees for outages."),
+    "loan": ("Loan agreement", "The borrower repays the principal in twelve monthly instalments with 5% interest."),
+    "flu": ("Influenza", "Influenza vaccination each autumn lowers the risk of hospital admission in older adults."),
+    "salt": ("Hypertension", "Reducing dietary salt lowers blood pressure in patients with hypertension."),
+    "bees": ("Pollinators", "Honey bees pollinate almond orchards; colony losses raise almond prices."),
+    "rust": ("Corrosion", "Zinc coatings protect steel bridges from rust by sacrificial corrosion."),
+}
+QUERIES = {
+    "q1": ("how much notice does a tenant need to end the lease", "lease"),
+    "q2": ("does less salt reduce blood pressure", "salt"),
+    "q3": ("what uptime does the hosting provider guarantee", "sla"),
+    "q4": ("how are steel bridges protected from rust", "rust"),
+}
+
+
+@pytest.fixture(scope="module")
+def beir_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-beir")
+    (folder / "qrels").mkdir()
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus:
+        for doc_id, (title, text) in DOCUMENTS.items():
+            corpus.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as queries:
+        for qid, (text, _) in QUERIES.items():
+            queries.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{qid}\t{doc}\t1" for qid, (_, doc) in QUERIES.items()]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def run_script(name: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_compare_llamaindex_reports_every_pipeline(beir_folder, tmp_path):
+    out = tmp_path / "compare.json"
+    printed = run_script("compare_llamaindex.py", str(beir_folder), "--json", str(out))
+    result = json.loads(out.read_text())
+    rows = result["results"]
+    assert result["documents"] == len(DOCUMENTS) and result["queries"] == len(QUERIES)
+    assert {"ours-fp32", "llamaindex-default", "ours-in-llamaindex", "ours-bf16"} <= set(rows)
+    for name in ("ours-fp32", "llamaindex-default", "ours-in-llamaindex"):
+        row = rows[name]
+        assert row["ndcg@10"] > 0.9, (name, row)  # every query names its document plainly
+        assert row["chunks"] >= len(DOCUMENTS) and row["bytes_on_disk"] > 0 and row["embedded_tokens"] > 0
+        assert 0 < row["query_p50_ms"] <= row["query_p99_ms"]
+    assert rows["ours-fp32"]["chunks"] == rows["ours-in-llamaindex"]["chunks"]
+    assert "ratios to llamaindex-default" in printed
+
+
+def test_scale_reaches_the_recall_target_or_says_which_nprobe(tmp_path):
+    out = tmp_path / "scale.json"
+    run_script("scale.py", "--sizes", "4000", "--codecs", "auto,SQ8", "--json", str(out))
+    rows = json.loads(out.read_text())
+    assert [row["spec"].split(",")[-1] for row in rows] == ["Flat", "PQ192x4fs", "SQ8"]
+    flat = rows[0]
+    assert flat["recall@10"] == 1.0 and flat["auto_picks"] and flat["bytes_per_chunk"] > 1500
+    for row in rows[1:]:
+        assert row["nprobe"] >= 1 and 0 < row["recall@10"] <= 1 and row["bytes_per_chunk"] < flat["bytes_per_chunk"]
