@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--target", type=float, default=0.95, help="Recall@10 vs exact to reach.")
     parser.add_argument("--like", default=None, help="Index folder (Flat) whose real vectors the synthetic ones imitate.")
-    parser.add_argument("--codecs", default="auto,SQ8",
+    parser.add_argument("--codecs", default="auto,PQ192x4fs",
                         help="IVF codecs to compare with Flat: 'auto' (the default codec) or any faiss codec string.")
     parser.add_argument("--json", dest="json_out", default=None)
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)

@@ -11,6 +11,7 @@ from deepseek_rag.index import (
     AUTO_IVF_THRESHOLD,
     MIN_POINTS_PER_LIST,
     VectorIndex,
+    default_nprobe,
     resolve_auto_spec,
     suggest_nlist,
 )
@@ -250,9 +251,9 @@ def test_hnsw_refuses_removal_clearly(corpus):
 
 def test_auto_spec_resolution():
     assert resolve_auto_spec(AUTO_IVF_THRESHOLD - 1, 384) == "Flat"
-    assert resolve_auto_spec(1_000_000, 384) == "IVF4096,PQ192x4fs"
-    assert resolve_auto_spec(100_000, 32) == "IVF1024,PQ16x4fs"
-    assert resolve_auto_spec(100_000, 30).endswith(",PQ10x4fs")  # 30 % 10 == 0, and fast-scan needs m even
+    assert resolve_auto_spec(1_000_000, 384) == "IVF4096,SQ8"
+    assert resolve_auto_spec(100_000, 32) == "IVF1024,SQ8"
+    assert default_nprobe(4096) == 128 and default_nprobe(1024) == 32 and default_nprobe(16) == 16
     for n in (1, 40, 1000, AUTO_IVF_THRESHOLD, 10**7):
         nlist = suggest_nlist(n)
         assert nlist & (nlist - 1) == 0 and (nlist == 1 or n // nlist >= MIN_POINTS_PER_LIST)
