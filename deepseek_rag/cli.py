@@ -211,9 +211,11 @@ def delete_command(index_dir, doc_ids) -> None:
 @click.option("--level", type=click.Choice(["chunk", "document"]), default="chunk", show_default=True)
 @click.option("--expand", type=int, default=0, show_default=True, help="Neighbouring chunks to add on each side.")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE", help="Metadata filter (repeatable).")
+@click.option("--focus", "focus_documents", type=int, default=0, show_default=True,
+              help="Rank documents first and return chunks of the best N only (0 = off).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @retrieval_options
-def query_command(index_dir, text, top_k, level, expand, filters, as_json, mode, fusion, sparse_weight) -> None:
+def query_command(index_dir, text, top_k, level, expand, filters, focus_documents, as_json, mode, fusion, sparse_weight) -> None:
     """Search an index.
 
     \b
@@ -221,13 +223,15 @@ def query_command(index_dir, text, top_k, level, expand, filters, as_json, mode,
       deepseek-rag query contracts.idx "termination for convenience" --top-k 3
       deepseek-rag query contracts.idx "governing law" --level document --json
       deepseek-rag query contracts.idx "BRCA1 mutation" --mode sparse
+      deepseek-rag query contracts.idx "Acme lease: who repairs the roof?" --focus 1
     """
     from dataclasses import asdict
 
     from .document_index import DocumentIndex
 
     retriever = DocumentIndex.load(index_dir).as_retriever(
-        top_k=top_k, expand_neighbors=expand, **_retrieval_kwargs(mode, fusion, sparse_weight)
+        top_k=top_k, expand_neighbors=expand, focus_documents=focus_documents,
+        **_retrieval_kwargs(mode, fusion, sparse_weight),
     )
     parsed = _parse_filters(filters)
     if level == "document":

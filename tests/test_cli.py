@@ -49,6 +49,10 @@ def test_query_info_add_delete(built, tmp_path):
     filtered = runner.invoke(cli, ["query", str(built), "contract", "--filter", "file_type=.md", "--json"])
     assert {h["doc_id"] for h in json.loads(filtered.output)["hits"]} == {"lease.md"}
 
+    focused = runner.invoke(cli, ["query", str(built), "landlord repairs the roof", "--focus", "1", "--top-k", "5", "--json"])
+    assert focused.exit_code == 0, focused.output
+    assert {h["doc_id"] for h in json.loads(focused.output)["hits"]} == {"lease.md"}
+
 
 @pytest.mark.parametrize(
     "args, message",
@@ -58,6 +62,7 @@ def test_query_info_add_delete(built, tmp_path):
         (["delete", "{idx}", "--doc-id", "nope"], "no document with id 'nope'"),
         (["index", "{missing}", "--out", "{tmp}/x"], "does not exist"),
         (["query", "{idx}", "{big}"], "characters"),
+        (["query", "{idx}", "rent", "--focus", "-1"], "focus_documents=-1"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(built, tmp_path, args, message):

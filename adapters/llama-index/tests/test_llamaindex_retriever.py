@@ -84,6 +84,17 @@ def test_document_level_returns_one_node_per_document(built, corpus_texts):
         assert corpus_texts[r.node.node_id][r.node.start_char_idx : r.node.end_char_idx] == r.node.text
 
 
+def test_focus_documents_returns_chunks_of_the_best_document_and_persists(built, tmp_path):
+    best = DeepSeekRAGRetriever(built.index, similarity_top_k=1, level="document").retrieve("salt intake")[0].node.node_id
+    focused = DeepSeekRAGRetriever(built.index, similarity_top_k=10, focus_documents=1)
+    results = focused.retrieve("salt intake")
+    assert results and {r.node.ref_doc_id for r in results} == {best}
+    focused.persist(tmp_path / "idx")
+    reloaded = DeepSeekRAGRetriever.from_persist_dir(tmp_path / "idx", encoder=built.index.encoder)
+    assert reloaded.focus_documents == 1
+    assert [r.node.node_id for r in reloaded.retrieve("salt intake")] == [r.node.node_id for r in results]
+
+
 def test_expand_neighbors_widens_text_to_neighbouring_chunks(built, corpus_texts):
     chunks = chunks_of(built, "contract.txt")
     assert len(chunks) >= 3

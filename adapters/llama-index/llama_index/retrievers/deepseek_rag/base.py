@@ -68,6 +68,8 @@ class DeepSeekRAGRetriever(BaseRetriever):
         aggregation: how chunk scores make a document score at document level (``max``, ``softmax``, ``topk_sum``).
         nprobe: IVF lists searched per query (None: the index's default).
         mode: ``"dense"``, ``"sparse"`` or ``"hybrid"`` search where the core supports it (None: its default).
+        focus_documents: at chunk level, rank documents first and return chunks of the best ``n`` only
+            (0: off) — for questions about one long document among many, see ``deepseek_rag.Retriever``.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
         aggregation: str = "max",
         nprobe: int | None = None,
         mode: str | None = None,
+        focus_documents: int = 0,
         callback_manager: CallbackManager | None = None,
         objects: list[IndexNode] | None = None,
         object_map: dict | None = None,
@@ -101,8 +104,10 @@ class DeepSeekRAGRetriever(BaseRetriever):
             expand_neighbors=expand_neighbors,
             nprobe=nprobe,
             filters=self.filters,
+            focus_documents=focus_documents,
             **({"mode": mode} if mode is not None else {}),
         )
+        self.focus_documents = focus_documents
         self.similarity_top_k = similarity_top_k
         self.level = level
         self.expand_neighbors = expand_neighbors
@@ -175,6 +180,8 @@ class DeepSeekRAGRetriever(BaseRetriever):
             "nprobe": self.nprobe,
             "mode": self.mode,
             "filters": self.filters,
+            # written only when set, so files stay readable by adapters that predate the option
+            **({"focus_documents": self.focus_documents} if self.focus_documents else {}),
         }
 
     def persist(self, path: str | os.PathLike, *, overwrite: bool = False, encoding: str = "utf-8") -> None:
