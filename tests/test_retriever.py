@@ -69,6 +69,14 @@ def test_focus_documents_keeps_chunks_inside_the_best_documents(index):
         index.as_retriever(focus_documents=-1)
 
 
+def test_focus_ranks_inside_documents_by_bm25_when_the_encoder_cannot_read_the_query(index, monkeypatch):
+    focused = index.as_retriever(top_k=5, focus_documents=1)
+    monkeypatch.setattr(focused, "_readable", lambda query: False)
+    hits = focused.retrieve("landlord roof")
+    bm25 = index.as_retriever(top_k=5, mode="sparse").retrieve("landlord roof", filters={"doc_id": hits[0].doc_id})
+    assert [(h.chunk_id, h.score) for h in hits] == [(h.chunk_id, h.score) for h in bm25]
+
+
 def test_aggregation_rules():
     assert aggregate_document_scores([0.5, 0.9], "max") == 0.9
     soft = aggregate_document_scores([0.9, 0.89], "softmax")
