@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from deepseek_rag.testing import build_tiny_model
@@ -18,3 +20,23 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def save_crashing_at_rename(monkeypatch):
+    """``save_crashing_at_rename(index, "vectors.faiss.new")``: save, with ``os.replace`` of that file failing
+    as a crash would, after the SQLite commit; ``os.replace`` works again afterwards."""
+    real_replace = os.replace
+
+    def run(index, staged_suffix: str) -> None:
+        def crash(src, dst):
+            if str(src).endswith(staged_suffix):
+                raise OSError("simulated crash")
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", crash)
+        with pytest.raises(OSError):
+            index.save()
+        monkeypatch.setattr(os, "replace", real_replace)
+
+    return run

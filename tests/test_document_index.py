@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -130,21 +129,11 @@ def test_unsaved_changes_are_not_visible_on_disk(index, encoder, tmp_path):
     assert "doc-2" in DocumentIndex.load(tmp_path / "idx", encoder).document_ids()
 
 
-def test_crash_between_commit_and_rename_rolls_forward(index, encoder, tmp_path, monkeypatch):
+def test_crash_between_commit_and_rename_rolls_forward(index, encoder, tmp_path, save_crashing_at_rename):
     index.save(tmp_path / "idx")
     writable = DocumentIndex.load(tmp_path / "idx", encoder, writable=True)
     writable.delete_documents(["doc-4"])
-    real_replace = os.replace
-
-    def crash(src, dst):
-        if str(src).endswith("vectors.faiss.new"):
-            raise OSError("simulated crash")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
-        writable.save()
-    monkeypatch.setattr(os, "replace", real_replace)
+    save_crashing_at_rename(writable, "vectors.faiss.new")
     reread = DocumentIndex.load(tmp_path / "idx", encoder)
     assert "doc-4" not in reread.document_ids()
     assert len(reread.vectors) == reread.store.counts()[1]

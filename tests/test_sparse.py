@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -123,21 +122,11 @@ def test_damaged_sparse_file_is_rebuilt_from_the_store(index, encoder, tmp_path)
     assert loaded.sparse.stale and sparse_docs(loaded, "confidential") == ["nda"]
 
 
-def test_crash_between_commit_and_rename_rolls_the_sparse_file_forward(index, encoder, tmp_path, monkeypatch):
+def test_crash_between_commit_and_rename_rolls_the_sparse_file_forward(index, encoder, tmp_path, save_crashing_at_rename):
     index.save(tmp_path / "idx")
     writable = DocumentIndex.load(tmp_path / "idx", encoder, writable=True)
     writable.add_documents([Document("late", "A clause about liquidated damages.")])
-    real_replace = os.replace
-
-    def crash(src, dst):
-        if str(src).endswith(SPARSE_NAME + ".new"):
-            raise OSError("simulated crash")
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
-        writable.save()
-    monkeypatch.setattr(os, "replace", real_replace)
+    save_crashing_at_rename(writable, SPARSE_NAME + ".new")
     assert (tmp_path / "idx" / (SPARSE_NAME + ".new")).exists()
     reread = DocumentIndex.load(tmp_path / "idx", encoder)
     assert not reread.sparse.stale and not (tmp_path / "idx" / (SPARSE_NAME + ".new")).exists()
