@@ -4,7 +4,9 @@
 
 A returned chunk *hits* when it overlaps an answer's character span in the right contract. For each
 pipeline and k in (1, 4, 8, 16): span Recall@k (share of queries with a hit in the top k), precision@k
-(share of returned chunks that hit), characters returned per query, and document-level nDCG@10.
+(share of returned chunks that hit), characters returned per query, and document-level nDCG@10. Also
+LegalBench-RAG's own character-level figures: char_precision@k (share of the returned characters that lie
+inside an answer) and char_recall@k (share of the answer characters that some returned chunk covers).
 Pipelines, all with the same all-MiniLM-L6-v2:
 
 * ``ours-{hybrid,dense,sparse}``: DocumentIndex defaults (token windows that fit the model, contextual
@@ -54,6 +56,8 @@ def score(results: dict[str, list[tuple[str, int, int]]], spans, chunk_spans: di
     metrics: dict[str, float] = defaultdict(float)
     for qid, ranked in results.items():
         answers = spans[qid]
+        answer_doc = answers[0][0]
+        answer_chars = _merge([(s, e) for d, s, e in answers if d == answer_doc])
         answer_chunks = sum(
             any(s < ae and e > as_ for _, as_, ae in answers)
             for s, e in chunk_spans[answers[0][0]]
@@ -64,9 +68,30 @@ def score(results: dict[str, list[tuple[str, int, int]]], spans, chunk_spans: di
             metrics[f"precision@{k}"] += sum(hits[:k]) / k
             metrics[f"chars@{k}"] += sum(e - s for _, s, e in ranked[:k])
             metrics[f"ceiling_precision@{k}"] += min(answer_chunks, k) / k
+            returned = [(s, e) for d, s, e in ranked[:k] if d == answer_doc]
+            relevant = sum(_overlap((s, e), answer_chars) for s, e in returned)
+            metrics[f"char_precision@{k}"] += relevant / max(1, sum(e - s for _, s, e in ranked[:k]))
+            covered = sum(_overlap(span, _merge(returned)) for span in answer_chars)
+            metrics[f"char_recall@{k}"] += covered / max(1, sum(e - s for s, e in answer_chars))
         doc_order = list(dict.fromkeys(d for d, _, _ in ranked))
         metrics["doc_ndcg@10"] += ndcg_at_k(doc_order, {answers[0][0]: 1}, 10)
     return {name: value / len(results) for name, value in metrics.items()}
+
+
+def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping union of half-open character intervals."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        elif end > start:
+            merged.append((start, end))
+    return merged
+
+
+def _overlap(span: tuple[int, int], merged: list[tuple[int, int]]) -> int:
+    """Characters of ``span`` inside the (merged, disjoint) intervals."""
+    return sum(max(0, min(span[1], e) - max(span[0], s)) for s, e in merged)
 
 
 def run_ours(corpus, queries, headers: bool, depth: int, modes: tuple[str, ...] = ("hybrid",), keep: Path | None = None):
@@ -139,6 +164,13 @@ def run_llamaindex(corpus, queries, chunk_size: int | None, depth: int):
                      "build_s": build, "search_s": search}
 
 
+def print_table(table: dict[str, dict[str, float]], columns: list[str]) -> None:
+    counts = ("chars@8", "chunks", "max_chunk_tokens")
+    print("\n" + f"{'pipeline':<22}" + "".join(f"{c:>18}" for c in columns))
+    for name, row in table.items():
+        print(f"{name:<22}" + "".join(f"{row[c]:>18.0f}" if c in counts else f"{row[c]:>18.3f}" for c in columns))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="CUAD folder (BEIR layout with qrels/test_spans.jsonl)")
@@ -170,17 +202,17 @@ def main() -> None:
             table[name] = {**score(results, spans, chunk_spans), **stats}
             print(f"  {name}: done ({stats['chunks']} chunks, build {stats['build_s']:.0f}s)", flush=True)
     columns = [f"recall@{k}" for k in KS] + [f"precision@{k}" for k in (1, 8)] + ["ceiling_precision@8", "chars@8", "doc_ndcg@10", "chunks", "max_chunk_tokens"]
-    print("\n" + f"{'pipeline':<20}" + "".join(f"{c:>14}" for c in columns))
-    for name, row in table.items():
-        cells = "".join(f"{row[c]:>14.0f}" if c in ("chars@8", "chunks", "max_chunk_tokens") else f"{row[c]:>14.3f}" for c in columns)
-        print(f"{name:<20}{cells}")
+    print_table(table, columns)
+    print_table(table, [f"char_{m}@{k}" for m in ("precision", "recall") for k in KS])
     if "llamaindex-default" in table:
         reference = table["llamaindex-default"]
         print(f"\ntruncated llamaindex-default chunks: {reference['truncated_share']:.0%}")
         for name, row in table.items():
             if name.startswith("ours"):
                 print(f"  {name}: precision@8 {row['precision@8'] / max(1e-9, reference['precision@8']):.2f}x "
-                      f"llamaindex-default's, {row['chars@8'] / reference['chars@8']:.2f}x its characters")
+                      f"llamaindex-default's, char_precision@8 "
+                      f"{row['char_precision@8'] / max(1e-9, reference['char_precision@8']):.2f}x, "
+                      f"{row['chars@8'] / reference['chars@8']:.2f}x its characters")
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps({"contracts": len(corpus), "queries": len(queries), "results": table}, indent=2))

@@ -6,6 +6,7 @@ on real data; the data here is eight made-up documents, never the shared dataset
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -79,3 +80,26 @@ def test_scale_reaches_the_recall_target_or_says_which_nprobe(tmp_path):
     assert flat["recall@10"] == 1.0 and flat["auto_picks"] and flat["bytes_per_chunk"] > 1500
     for row in rows[1:]:
         assert row["nprobe"] >= 1 and 0 < row["recall@10"] <= 1 and row["bytes_per_chunk"] < flat["bytes_per_chunk"]
+
+
+def load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cuad_span_scores_count_chunks_and_characters_as_legalbench_rag_does():
+    cuad = load_benchmark("cuad_spans")
+    # One query; its answer is characters 100-200 and 150-250 of contract "a" (merged: 100-250, 150 chars).
+    spans = {"q": [("a", 100, 200), ("a", 150, 250)]}
+    chunk_spans = {"a": [(0, 120), (120, 240), (240, 400)], "b": [(0, 300)]}
+    ranked = [("b", 0, 300), ("a", 120, 240), ("a", 0, 120), ("a", 240, 400)]
+    got = cuad.score({"q": ranked}, spans, chunk_spans)
+    assert got["recall@1"] == 0 and got["recall@4"] == 1  # the wrong contract comes first
+    assert got["precision@4"] == 3 / 4  # three of the four returned chunks touch the answer
+    assert got["ceiling_precision@4"] == 3 / 4 and got["chars@4"] == 300 + 120 + 120 + 160
+    assert got["char_precision@4"] == (120 + 20 + 10) / 700  # answer characters / returned characters
+    assert got["char_recall@4"] == 1.0 and got["char_recall@1"] == 0.0
+    assert got["char_recall@8"] == 1.0 and got["char_precision@8"] == got["char_precision@4"]  # only four returned
+    assert got["doc_ndcg@10"] < 1  # the right contract is second
