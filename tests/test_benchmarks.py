@@ -103,3 +103,16 @@ def test_cuad_span_scores_count_chunks_and_characters_as_legalbench_rag_does():
     assert got["char_recall@4"] == 1.0 and got["char_recall@1"] == 0.0
     assert got["char_recall@8"] == 1.0 and got["char_precision@8"] == got["char_precision@4"]  # only four returned
     assert got["doc_ndcg@10"] < 1  # the right contract is second
+
+
+def test_encoder_backends_time_every_backend_and_agree_with_torch(beir_folder, tmp_path):
+    out = tmp_path / "backends.json"
+    printed = run_script("encoder_backends.py", str(beir_folder), "--docs", "8", "--rounds", "1", "--json", str(out))
+    rows = json.loads(out.read_text())["results"]
+    assert {"torch-fp32", "torch-int8", "onnxruntime-fp32", "onnxruntime-int8", "llamaindex-hf"} <= set(rows)
+    assert all(row["tokens_per_s"] > 0 and row["tokens"] == rows["torch-fp32"]["tokens"] for row in rows.values())
+    # The same float32 weights through ONNX Runtime and through LlamaIndex give the same vectors;
+    # int8 stays close. (Exporting must not leave the torch model in training mode.)
+    assert rows["onnxruntime-fp32"]["cosine_min"] > 0.999 and rows["llamaindex-hf"]["cosine_min"] > 0.999
+    assert rows["torch-int8"]["cosine_min"] > 0.9 and rows["onnxruntime-int8"]["cosine_min"] > 0.9
+    assert "vs fp32" in printed
