@@ -166,9 +166,9 @@ def run_llamaindex(corpus, queries, chunk_size: int | None, depth: int):
 
 def print_table(table: dict[str, dict[str, float]], columns: list[str]) -> None:
     counts = ("chars@8", "chunks", "max_chunk_tokens")
-    print("\n" + f"{'pipeline':<22}" + "".join(f"{c:>18}" for c in columns))
+    print("\n" + f"{'pipeline':<22}" + "".join(f"{c:>20}" for c in columns))
     for name, row in table.items():
-        print(f"{name:<22}" + "".join(f"{row[c]:>18.0f}" if c in counts else f"{row[c]:>18.3f}" for c in columns))
+        print(f"{name:<22}" + "".join(f"{row[c]:>20.0f}" if c in counts else f"{row[c]:>20.3f}" for c in columns))
 
 
 def main() -> None:
