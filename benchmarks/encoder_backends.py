@@ -14,8 +14,8 @@ included: exactly what a build encodes. Backends, all with the bundled all-MiniL
 * ``onnxruntime-int8``: that graph with dynamic per-channel int8 weights (``onnxruntime.quantization``);
 * ``llamaindex-hf``: LlamaIndex's ``HuggingFaceEmbedding`` (what its default pipeline calls), same texts.
 
-Every backend pads length-sorted batches the same way and pools like the model's sentence-transformers
-config. Rounds alternate between backends (``--rounds``, best round counts), so a busy machine favours none.
+Ours run through ``DualEncoder.encode_documents`` with only the transformer swapped, so tokenizing,
+length-sorted batching and pooling are the same for all. Rounds alternate between backends (``--rounds``, best round counts), so a busy machine favours none.
 Reported: tokens/s (word pieces read, special tokens included), speed relative to ``torch-fp32``, and the
 cosine of each text's vector to the ``torch-fp32`` one (min and mean). With ``--compare`` (the JSON of
 compare_llamaindex.py) it also prints the encoder speed-up our build would need to reach 2x LlamaIndex's
@@ -31,15 +31,15 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from deepseek_rag import DocumentIndex, DualEncoder
-from deepseek_rag.encoder import _pool, default_model_path
+from deepseek_rag.encoder import default_model_path
 from deepseek_rag.loaders import load_beir_corpus
-
-Forward = Callable[[dict[str, np.ndarray]], np.ndarray]  # padded features -> last hidden state
 
 
 def chunk_texts(folder: str, docs: int, encoder: DualEncoder) -> list[str]:
@@ -49,45 +49,42 @@ def chunk_texts(folder: str, docs: int, encoder: DualEncoder) -> list[str]:
             for document in load_beir_corpus(folder)[:docs] for chunk in index.chunk(document)]
 
 
-def encode(encoder: DualEncoder, forward: Forward, texts: list[str]) -> tuple[np.ndarray, int]:
-    """Unit vectors for ``texts`` through ``forward``, batched as DualEncoder batches them; and tokens read."""
-    import torch
-
-    encoded = encoder.tokenizer(encoder._prefixed(texts, "document"), truncation=True, max_length=encoder.max_seq_length)
-    lengths = np.array([len(ids) for ids in encoded["input_ids"]])
-    order = np.argsort(-lengths, kind="stable")
-    out = np.empty((len(texts), encoder.dim), dtype=np.float32)
-    for start, stop in encoder._batches(lengths[order], encoder.config.batch_size):
-        idx = order[start:stop]
-        features = encoder.tokenizer.pad({k: [encoded[k][i] for i in idx] for k in encoded.keys()}, return_tensors="np")
-        hidden = torch.from_numpy(np.asarray(forward(dict(features)), dtype=np.float32))
-        pooled = _pool(hidden, torch.from_numpy(features["attention_mask"]), encoder.pooling)
-        out[idx] = torch.nn.functional.normalize(pooled, dim=-1).numpy()
-    return out, int(lengths.sum())
+def with_model(encoder: DualEncoder, model) -> DualEncoder:
+    """``encoder`` (tokenizer, batching, pooling) running ``model`` in place of its transformer."""
+    variant = copy.copy(encoder)
+    variant.model = model
+    return variant
 
 
-def torch_forward(model) -> Forward:
-    import torch
-
-    def forward(features):
-        with torch.inference_mode():
-            tensors = {k: torch.from_numpy(v) for k, v in features.items()}
-            return model(**tensors).last_hidden_state.float().numpy()
-
-    return forward
-
-
-def torch_int8(encoder: DualEncoder) -> Forward:
+def torch_int8(encoder: DualEncoder) -> DualEncoder:
     import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    model = quantize_dynamic(copy.deepcopy(encoder.model), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-    return torch_forward(model)
+    linear = {torch.nn.Linear: per_channel_dynamic_qconfig}
+    return with_model(encoder, quantize_dynamic(copy.deepcopy(encoder.model), linear, dtype=torch.qint8))
 
 
-def onnx_sessions(encoder: DualEncoder, workdir: Path) -> dict[str, Forward]:
-    """ONNX Runtime fp32 and dynamic int8 (per-channel) sessions for the encoder's transformer."""
-    import onnxruntime as ort
+class OnnxModel:
+    """An ONNX Runtime session called like a transformers model: ``model(**features).last_hidden_state``."""
+
+    def __init__(self, path: Path, input_names: list[str]) -> None:
+        import onnxruntime as ort
+        import torch
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = input_names
+
+    def __call__(self, **features):
+        import torch
+
+        feed = {n: features[n].cpu().numpy().astype(np.int64) for n in self.input_names}
+        return SimpleNamespace(last_hidden_state=torch.from_numpy(self.session.run(None, feed)[0]))
+
+
+def onnx_encoders(encoder: DualEncoder, workdir: Path) -> dict[str, DualEncoder]:
+    """The encoder running its transformer in ONNX Runtime: fp32 (graph-optimised) and dynamic int8 (per-channel)."""
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
@@ -106,7 +103,8 @@ def onnx_sessions(encoder: DualEncoder, workdir: Path) -> dict[str, Forward]:
     exported, optimized, quantized = (workdir / f"{n}.onnx" for n in ("model", "optimized", "int8"))
     axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
     # A copy, in eval mode: export restores the wrapper's train/eval mode on everything below it.
-    torch.onnx.export(LastHidden(copy.deepcopy(encoder.model).float()).eval(), tuple(sample[n] for n in names), str(exported), input_names=names,
+    wrapped = LastHidden(copy.deepcopy(encoder.model).float()).eval()
+    torch.onnx.export(wrapped, tuple(sample[n] for n in names), str(exported), input_names=names,
                       output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
     config = encoder.model.config
     optimize_model(str(exported), model_type="bert", num_heads=config.num_attention_heads,
@@ -114,22 +112,15 @@ def onnx_sessions(encoder: DualEncoder, workdir: Path) -> dict[str, Forward]:
     quantize_dynamic(str(optimized), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
                      extra_options={"DefaultTensorType": 1})  # float, for outputs of ORT's fused ops
 
-    def session(path: Path) -> Forward:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        runner = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return lambda features: runner.run(None, {n: features[n].astype(np.int64) for n in names})[0]
-
-    return {"onnxruntime-fp32": session(optimized), "onnxruntime-int8": session(quantized)}
+    return {"onnxruntime-fp32": with_model(encoder, OnnxModel(optimized, names)),
+            "onnxruntime-int8": with_model(encoder, OnnxModel(quantized, names))}
 
 
-def llamaindex_run(texts: list[str]) -> Callable[[], tuple[np.ndarray, int]]:
+def llamaindex_run(texts: list[str]) -> Callable[[], np.ndarray]:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     embed = HuggingFaceEmbedding(model_name=default_model_path(), device="cpu")
-    tokenizer = embed._model.tokenizer
-    tokens = sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=embed._model.max_seq_length)["input_ids"])
-    return lambda: (np.asarray(embed.get_text_embedding_batch(texts), dtype=np.float32), tokens)
+    return lambda: np.asarray(embed.get_text_embedding_batch(texts), dtype=np.float32)
 
 
 def needed_speedup(compare_json: str) -> dict[str, float]:
@@ -156,30 +147,31 @@ def main() -> None:
     transformers.utils.logging.set_verbosity_error()
     encoder = DualEncoder(dtype="float32")
     texts = chunk_texts(args.data, args.docs, encoder)
-    runs: dict[str, Callable[[], tuple[np.ndarray, int]]] = {}
-    runs["torch-fp32"] = lambda: encode(encoder, torch_forward(encoder.model), texts)
+    prefixed = encoder._prefixed(texts, "document")
+    tokens = sum(map(len, encoder.tokenizer(prefixed, truncation=True, max_length=encoder.max_seq_length)["input_ids"]))
+    runs: dict[str, Callable[[], np.ndarray]] = {"torch-fp32": partial(encoder.encode_documents, texts)}
     native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     if args.bf16 == "always" or (args.bf16 == "native" and native):
         bf16 = DualEncoder(dtype="bfloat16")
-        runs["torch-bf16"] = lambda: encode(bf16, torch_forward(bf16.model), texts)
-    runs["torch-int8"] = (lambda forward: lambda: encode(encoder, forward, texts))(torch_int8(encoder))
+        runs["torch-bf16"] = partial(bf16.encode_documents, texts)
+    variants = {"torch-int8": torch_int8(encoder)}
     with tempfile.TemporaryDirectory() as workdir:
-        for name, forward in onnx_sessions(encoder, Path(workdir)).items():
-            runs[name] = (lambda f: lambda: encode(encoder, f, texts))(forward)
+        variants.update(onnx_encoders(encoder, Path(workdir)))
+        for name, variant in variants.items():
+            runs[name] = partial(variant.encode_documents, texts)
         runs["llamaindex-hf"] = llamaindex_run(texts)
         best: dict[str, float] = {}
         vectors: dict[str, np.ndarray] = {}
-        tokens: dict[str, int] = {}
         for _ in range(args.rounds):
             for name, run in runs.items():
                 started = time.perf_counter()
-                vectors[name], tokens[name] = run()
-                best[name] = max(best.get(name, 0.0), tokens[name] / (time.perf_counter() - started))
+                vectors[name] = run()
+                best[name] = max(best.get(name, 0.0), tokens / (time.perf_counter() - started))
     reference = vectors["torch-fp32"]
     rows = {}
     for name in runs:
         cosine = (vectors[name] * reference).sum(axis=1)
-        rows[name] = {"tokens": tokens[name], "tokens_per_s": best[name], "vs_torch_fp32": best[name] / best["torch-fp32"],
+        rows[name] = {"tokens": tokens, "tokens_per_s": best[name], "vs_torch_fp32": best[name] / best["torch-fp32"],
                       "cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean())}
     print(f"{len(texts)} chunk texts from {args.docs} documents; {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, native bf16: {native}")
