@@ -60,7 +60,7 @@ def score(results: dict[str, list[tuple[str, int, int]]], spans, chunk_spans: di
         answer_chars = _merge([(s, e) for d, s, e in answers if d == answer_doc])
         answer_chunks = sum(
             any(s < ae and e > as_ for _, as_, ae in answers)
-            for s, e in chunk_spans[answers[0][0]]
+            for s, e in chunk_spans[answer_doc]
         )
         hits = [any(d == ad and s < ae and e > as_ for ad, as_, ae in answers) for d, s, e in ranked]
         for k in KS:
@@ -71,10 +71,10 @@ def score(results: dict[str, list[tuple[str, int, int]]], spans, chunk_spans: di
             returned = [(s, e) for d, s, e in ranked[:k] if d == answer_doc]
             relevant = sum(_overlap((s, e), answer_chars) for s, e in returned)
             metrics[f"char_precision@{k}"] += relevant / max(1, sum(e - s for _, s, e in ranked[:k]))
-            covered = sum(_overlap(span, _merge(returned)) for span in answer_chars)
+            covered = sum(_overlap(span, answer_chars) for span in _merge(returned))
             metrics[f"char_recall@{k}"] += covered / max(1, sum(e - s for s, e in answer_chars))
         doc_order = list(dict.fromkeys(d for d, _, _ in ranked))
-        metrics["doc_ndcg@10"] += ndcg_at_k(doc_order, {answers[0][0]: 1}, 10)
+        metrics["doc_ndcg@10"] += ndcg_at_k(doc_order, {answer_doc: 1}, 10)
     return {name: value / len(results) for name, value in metrics.items()}
 
 
