@@ -13,7 +13,8 @@ from deepseek_rag.encoder import check_fingerprint, read_sentence_transformers_c
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model_dir):
-    return DualEncoder(model=str(tiny_model_dir))
+    # float32: these tests compare vectors to 1e-5; "auto" picks bf16 on CPUs with native bf16
+    return DualEncoder(model=str(tiny_model_dir), dtype="float32")
 
 
 def test_vectors_are_unit_float32_in_input_order(encoder):
@@ -27,7 +28,7 @@ def test_vectors_are_unit_float32_in_input_order(encoder):
 
 def test_cpu_batches_cap_padded_tokens_and_keep_results(tiny_model_dir, encoder):
     texts = ["word " * n for n in (60, 3, 40, 12, 55, 1, 30, 8)]
-    budgeted = DualEncoder(model=str(tiny_model_dir), cpu_batch_tokens=100)
+    budgeted = DualEncoder(model=str(tiny_model_dir), cpu_batch_tokens=100, dtype="float32")
     lengths = np.array(sorted((len(ids) for ids in budgeted.tokenizer(texts)["input_ids"]), reverse=True))
     batches = list(budgeted._batches(lengths, 64))
     assert batches[0][0] == 0 and batches[-1][1] == len(texts)

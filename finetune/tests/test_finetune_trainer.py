@@ -89,8 +89,8 @@ def test_export_gives_identical_vectors(shared_run, asymmetric_run, tiny_model_d
     out, _ = shared_run
     merged = export_merged_model(out, tmp_path / "merged", model=str(tiny_model_dir))
     assert (merged / "2_Dense" / "config.json").is_file() and (merged / "modules.json").is_file()
-    with_adapter = DualEncoder(model=str(tiny_model_dir), adapter=str(out))
-    plain = DualEncoder(model=str(merged))
+    with_adapter = DualEncoder(model=str(tiny_model_dir), adapter=str(out), dtype="float32")
+    plain = DualEncoder(model=str(merged), dtype="float32")
     assert plain.dim == 16
     assert np.allclose(plain.encode_documents(TEXTS), with_adapter.encode_documents(TEXTS), atol=1e-5)
     assert np.allclose(plain.encode_queries(TEXTS), with_adapter.encode_queries(TEXTS), atol=1e-5)
@@ -99,8 +99,9 @@ def test_export_gives_identical_vectors(shared_run, asymmetric_run, tiny_model_d
     with pytest.raises(InvalidInputError, match="--side"):
         export_merged_model(asym, tmp_path / "asym", model=str(tiny_model_dir))
     query_model = export_merged_model(asym, tmp_path / "asym-q", model=str(tiny_model_dir), side="query")
-    expected = DualEncoder(model=str(tiny_model_dir), adapter=str(asym)).encode_queries(TEXTS)
-    assert np.allclose(DualEncoder(model=str(query_model)).encode_queries(TEXTS), expected, atol=1e-5)
+    expected = DualEncoder(model=str(tiny_model_dir), adapter=str(asym), dtype="float32").encode_queries(TEXTS)
+    exported = DualEncoder(model=str(query_model), dtype="float32").encode_queries(TEXTS)
+    assert np.allclose(exported, expected, atol=1e-5)
 
 
 def test_adapter_on_another_base_model_is_refused(shared_run, other_tiny_model_dir, tmp_path):
