@@ -25,7 +25,7 @@ import numpy as np
 
 from deepseek_rag import DocumentIndex, DualEncoder
 from deepseek_rag.evaluation import BeirSplit, load_beir_split, score_run
-from deepseek_rag.loaders import load_beir_corpus
+from deepseek_rag.ingest.loaders import load_beir_corpus
 
 
 def select_corpus(data: str, split: BeirSplit, limit: int | None) -> tuple[list, BeirSplit]:

@@ -45,9 +45,9 @@ import numpy as np
 
 from adapter_overhead import select_corpus
 from deepseek_rag import Document, DocumentIndex, DualEncoder
-from deepseek_rag.encoder import default_model_path
+from deepseek_rag.encoding.dual_encoder import default_model_path
 from deepseek_rag.evaluation import BeirSplit, load_beir_split, score_run
-from deepseek_rag.loaders import load_beir_corpus
+from deepseek_rag.ingest.loaders import load_beir_corpus
 
 TOP_K = 10
 

@@ -138,7 +138,7 @@ def run_llamaindex(corpus, queries, chunk_size: int | None, depth: int):
     from llama_index.core.node_parser import SentenceSplitter
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-    from deepseek_rag.encoder import default_model_path
+    from deepseek_rag.encoding.dual_encoder import default_model_path
 
     embed = HuggingFaceEmbedding(model_name=default_model_path(), device="cpu")
     docs = [Document(text=r["text"], id_=d, metadata={"title": r["title"]}) for d, r in corpus.items()]

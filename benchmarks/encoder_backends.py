@@ -38,8 +38,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from deepseek_rag import DocumentIndex, DualEncoder
-from deepseek_rag.encoder import default_model_path
-from deepseek_rag.loaders import load_beir_corpus
+from deepseek_rag.encoding.dual_encoder import default_model_path
+from deepseek_rag.ingest.loaders import load_beir_corpus
 
 
 def chunk_texts(folder: str, docs: int, encoder: DualEncoder) -> list[str]:

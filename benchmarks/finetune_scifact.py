@@ -24,7 +24,7 @@ from pathlib import Path
 
 def evaluate(data: Path, adapter: str | None, max_seq_length: int | None) -> dict:
     from deepseek_rag import DocumentIndex, DualEncoder, EncoderConfig, IndexSettings, load_beir_corpus
-    from deepseek_rag.chunking import ChunkingConfig
+    from deepseek_rag.ingest.chunking import ChunkingConfig
     from deepseek_rag.evaluation import evaluate_retriever, load_beir_split
 
     encoder = DualEncoder(EncoderConfig(adapter=adapter, max_seq_length=max_seq_length))
@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from deepseek_rag.loaders import load_beir_corpus
+    from deepseek_rag.ingest.loaders import load_beir_corpus
     from deepseek_rag_finetune import FinetuneConfig, finetune, read_beir_pairs
     from deepseek_rag_finetune.pairs import passage_text
 

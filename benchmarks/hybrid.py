@@ -22,9 +22,9 @@ import numpy as np
 
 from deepseek_rag import DocumentIndex, DualEncoder, SparseConfig, SparseIndex
 from deepseek_rag.evaluation import load_beir_split, score_run
-from deepseek_rag.fusion import fuse
-from deepseek_rag.language import detect_language
-from deepseek_rag.loaders import load_beir_corpus
+from deepseek_rag.retrieval.fusion import fuse
+from deepseek_rag.ingest.language import detect_language
+from deepseek_rag.ingest.loaders import load_beir_corpus
 
 DEPTH = 100  # documents ranked per query, as `deepseek-rag eval` does
 

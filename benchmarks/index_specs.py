@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from deepseek_rag.errors import DeepSeekRAGError  # noqa: E402
-from deepseek_rag.index import VectorIndex  # noqa: E402
+from deepseek_rag.vectors.faiss_store import VectorIndex  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

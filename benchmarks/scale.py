@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_rag.index import AUTO_IVF_THRESHOLD, VectorIndex, resolve_auto_spec, suggest_nlist
+from deepseek_rag.vectors.faiss_store import AUTO_IVF_THRESHOLD, VectorIndex, resolve_auto_spec, suggest_nlist
 
 DIM = 384
 

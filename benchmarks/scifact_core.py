@@ -19,7 +19,7 @@ import numpy as np
 
 from deepseek_rag import DocumentIndex, DualEncoder, VectorIndex
 from deepseek_rag.evaluation import evaluate_retriever, load_beir_split, score_run
-from deepseek_rag.loaders import load_beir_corpus
+from deepseek_rag.ingest.loaders import load_beir_corpus
 
 DEFAULT_SPECS = "IVF128,Flat;IVF128,SQ8;IVF128,SQ4;IVF128,PQ96x8;IVF128,PQ48x8;IVF128,PQ192x4fs"
 

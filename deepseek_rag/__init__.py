@@ -14,29 +14,29 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Document": "documents",
     "Chunk": "documents",
-    "ChunkingConfig": "chunking",
-    "chunk_document": "chunking",
-    "DualEncoder": "encoder",
-    "EncoderConfig": "encoder",
-    "VectorIndex": "index",
-    "ChunkStore": "store",
+    "ChunkingConfig": "ingest.chunking",
+    "chunk_document": "ingest.chunking",
+    "DualEncoder": "encoding.dual_encoder",
+    "EncoderConfig": "encoding.dual_encoder",
+    "VectorIndex": "vectors.faiss_store",
+    "ChunkStore": "storage.chunk_store",
     "DocumentIndex": "document_index",
     "IndexSettings": "document_index",
-    "Retriever": "retriever",
-    "SparseConfig": "sparse",
-    "SparseIndex": "sparse",
-    "Analyzer": "analysis",
-    "detect_language": "language",
-    "reciprocal_rank_fusion": "fusion",
-    "weighted_score_fusion": "fusion",
-    "Hit": "retriever",
+    "Retriever": "retrieval.retriever",
+    "SparseConfig": "sparse.bm25",
+    "SparseIndex": "sparse.bm25",
+    "Analyzer": "sparse.analysis",
+    "detect_language": "ingest.language",
+    "reciprocal_rank_fusion": "retrieval.fusion",
+    "weighted_score_fusion": "retrieval.fusion",
+    "Hit": "retrieval.retriever",
     "answer": "generation",
     "Answer": "generation",
     "Source": "generation",
-    "DocumentHit": "retriever",
-    "load_documents": "loaders",
-    "load_beir_corpus": "loaders",
-    "documents_from_records": "loaders",
+    "DocumentHit": "retrieval.retriever",
+    "load_documents": "ingest.loaders",
+    "load_beir_corpus": "ingest.loaders",
+    "documents_from_records": "ingest.loaders",
     "DeepSeekRAGError": "errors",
     "InvalidInputError": "errors",
     "IndexFormatError": "errors",
@@ -48,11 +48,11 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from .chunking import ChunkingConfig, chunk_document
+    from .ingest.chunking import ChunkingConfig, chunk_document
     from .document_index import DocumentIndex, IndexSettings
     from .generation import Answer, Source, answer
     from .documents import Chunk, Document
-    from .encoder import DualEncoder, EncoderConfig
+    from .encoding.dual_encoder import DualEncoder, EncoderConfig
     from .errors import (
         DeepSeekRAGError,
         DocumentNotFoundError,
@@ -61,14 +61,14 @@ if TYPE_CHECKING:
         IndexSpecError,
         InvalidInputError,
     )
-    from .index import VectorIndex
-    from .loaders import documents_from_records, load_beir_corpus, load_documents
-    from .analysis import Analyzer
-    from .fusion import reciprocal_rank_fusion, weighted_score_fusion
-    from .language import detect_language
-    from .retriever import DocumentHit, Hit, Retriever
-    from .sparse import SparseConfig, SparseIndex
-    from .store import ChunkStore
+    from .vectors.faiss_store import VectorIndex
+    from .ingest.loaders import documents_from_records, load_beir_corpus, load_documents
+    from .sparse.analysis import Analyzer
+    from .retrieval.fusion import reciprocal_rank_fusion, weighted_score_fusion
+    from .ingest.language import detect_language
+    from .retrieval.retriever import DocumentHit, Hit, Retriever
+    from .sparse.bm25 import SparseConfig, SparseIndex
+    from .storage.chunk_store import ChunkStore
 
 
 def __getattr__(name: str) -> Any:

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .chunking import MARKDOWN_HEADING, ChunkingConfig, chunk_document
+from .ingest.chunking import MARKDOWN_HEADING, ChunkingConfig, chunk_document
 from .documents import Chunk, Document
-from .encoder import DualEncoder, EncoderConfig, check_fingerprint
+from .encoding.dual_encoder import DualEncoder, EncoderConfig, check_fingerprint
 from .errors import DocumentNotFoundError, IndexFormatError, InvalidInputError
-from .index import VectorIndex
-from .language import detect_language
-from .index_dir import (
+from .vectors.faiss_store import VectorIndex
+from .ingest.language import detect_language
+from .storage.layout import (
     MANIFEST_NAME,
     PENDING_SUFFIX,
     STORE_NAME,
@@ -41,8 +41,8 @@ from .index_dir import (
     settle_vectors_file,
     write_manifest,
 )
-from .sparse import SPARSE_NAME, SparseConfig, SparseIndex, settle_sparse_file
-from .store import ChunkStore
+from .sparse.bm25 import SPARSE_NAME, SparseConfig, SparseIndex, settle_sparse_file
+from .storage.chunk_store import ChunkStore
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class DocumentIndex:
 
     def as_retriever(self, **options: Any):  # -> Retriever (imported lazily: retriever imports this module)
         """A :class:`~deepseek_rag.retriever.Retriever` over this index."""
-        from .retriever import Retriever
+        from .retrieval.retriever import Retriever
 
         return Retriever(self, **options)
 

@@ -155,7 +155,7 @@ def answer(
 def core_retriever(index_or_retriever: Any) -> Any:
     """The ``deepseek_rag.Retriever`` behind any of the objects :func:`answer` accepts."""
     from .document_index import DocumentIndex
-    from .retriever import Retriever
+    from .retrieval.retriever import Retriever
 
     obj = index_or_retriever
     if isinstance(obj, Retriever):

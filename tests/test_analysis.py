@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from deepseek_rag import InvalidInputError
-from deepseek_rag.analysis import Analyzer, normalize, segment_chinese, stemmer_language, to_simplified
-from deepseek_rag.language import detect_language
+from deepseek_rag.sparse.analysis import Analyzer, normalize, segment_chinese, stemmer_language, to_simplified
+from deepseek_rag.ingest.language import detect_language
 
 
 def test_english_is_lower_cased_stemmed_and_stop_worded():

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from deepseek_rag.chunking import ChunkingConfig, chunk_document, chunk_documents, window_budget
+from deepseek_rag.ingest.chunking import ChunkingConfig, chunk_document, chunk_documents, window_budget
 from deepseek_rag.documents import Document
 from deepseek_rag.errors import InvalidInputError
 

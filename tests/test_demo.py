@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deepseek_rag.demo import find_licence_documents
+from deepseek_rag.cli.demo import find_licence_documents
 
 
 def test_finds_distinct_licence_texts(tmp_path):

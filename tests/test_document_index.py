@@ -21,7 +21,7 @@ from deepseek_rag import (
     IndexSpecError,
     InvalidInputError,
 )
-from deepseek_rag.chunking import ChunkingConfig
+from deepseek_rag.ingest.chunking import ChunkingConfig
 
 CONTRACT = (
     "# Term\nThis Agreement starts on the Effective Date. It runs for three years. "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deepseek_rag import InvalidInputError
-from deepseek_rag.fusion import fuse, normalize_scores, reciprocal_rank_fusion, weighted_score_fusion
+from deepseek_rag.retrieval.fusion import fuse, normalize_scores, reciprocal_rank_fusion, weighted_score_fusion
 
 DENSE = [("a", 0.9), ("b", 0.8), ("c", 0.1)]
 SPARSE = [("c", 12.0), ("a", 3.0)]

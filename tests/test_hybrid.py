@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from deepseek_rag import Document, DocumentIndex, DualEncoder, InvalidInputError
-from deepseek_rag.chunking import ChunkingConfig
+from deepseek_rag.ingest.chunking import ChunkingConfig
 from deepseek_rag.cli import cli
-from deepseek_rag.retriever import MODES
+from deepseek_rag.retrieval.retriever import MODES
 
 DOCS = [
     Document("lease", "The tenant pays rent monthly. " * 6 + "The landlord repairs the roof. " * 6, {"kind": "lease"}),

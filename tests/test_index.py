@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from deepseek_rag.errors import IndexFormatError, IndexSpecError, InvalidInputError
-from deepseek_rag.index import (
+from deepseek_rag.vectors.faiss_store import (
     AUTO_IVF_THRESHOLD,
     MIN_POINTS_PER_LIST,
     VectorIndex,

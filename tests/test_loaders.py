@@ -10,7 +10,7 @@ import pytest
 
 from deepseek_rag.documents import Document
 from deepseek_rag.errors import InvalidInputError
-from deepseek_rag.loaders import (
+from deepseek_rag.ingest.loaders import (
     decode_bytes,
     documents_from_records,
     load_beir_corpus,
@@ -110,7 +110,7 @@ def test_binary_empty_and_unknown_files_in_a_folder_are_skipped_with_reasons(tmp
     (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02\x03 not text \x00")
     (tmp_path / "empty.md").write_text("  \n\t\n", encoding="utf-8")
     (tmp_path / "image.png").write_bytes(b"\x89PNG")
-    with caplog.at_level(logging.WARNING, logger="deepseek_rag.loaders"):
+    with caplog.at_level(logging.WARNING, logger="deepseek_rag.ingest.loaders"):
         report = load_documents_with_report(tmp_path)
     assert [d.id for d in report.documents] == ["good.txt"]
     reasons = {path.rsplit("/", 1)[-1]: reason for path, reason in report.skipped}

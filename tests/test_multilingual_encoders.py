@@ -12,7 +12,7 @@ import re
 import pytest
 
 from deepseek_rag import Document, DocumentIndex, DualEncoder
-from deepseek_rag.chunking import ChunkingConfig, chunk_document
+from deepseek_rag.ingest.chunking import ChunkingConfig, chunk_document
 from deepseek_rag.testing import build_tiny_model
 
 SENTENCES = [

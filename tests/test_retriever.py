@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from deepseek_rag import Document, DocumentIndex, DualEncoder, InvalidInputError
-from deepseek_rag.chunking import ChunkingConfig
-from deepseek_rag.retriever import MAX_TOP_K, aggregate_document_scores
+from deepseek_rag.ingest.chunking import ChunkingConfig
+from deepseek_rag.retrieval.retriever import MAX_TOP_K, aggregate_document_scores
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from deepseek_rag import Document, DocumentIndex, DualEncoder, IndexFormatError, InvalidInputError, SparseConfig, SparseIndex
 from deepseek_rag.documents import Chunk
-from deepseek_rag.sparse import SPARSE_NAME
+from deepseek_rag.sparse.bm25 import SPARSE_NAME
 
 DOCS = [
     Document("lease", "The tenant pays rent monthly. The landlord repairs the roof.", {"title": "Lease", "kind": "lease"}),

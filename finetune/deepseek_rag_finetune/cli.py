@@ -117,19 +117,19 @@ def finetune_command(ctx: click.Context, pairs_file, beir_dir, split, cold_start
     if pairs_file:
         pairs = load_pairs(pairs_file)
     elif beir_dir:
-        from deepseek_rag.loaders import load_beir_corpus
+        from deepseek_rag.ingest.loaders import load_beir_corpus
 
         pairs = read_beir_pairs(beir_dir, split)
         passages = [passage_text(d.title, d.text) for d in load_beir_corpus(beir_dir)]
     else:
-        from deepseek_rag.loaders import load_documents
+        from deepseek_rag.ingest.loaders import load_documents
 
         from .cold_start import pseudo_pairs
 
         pairs = pseudo_pairs(load_documents([cold_start]))
         click.echo(f"made {len(pairs)} pseudo-pairs from {cold_start}", err=True)
     if corpus:
-        from deepseek_rag.loaders import load_documents
+        from deepseek_rag.ingest.loaders import load_documents
 
         passages = [passage_text(d.title, d.text) for d in load_documents([corpus])]
     if not pairs:

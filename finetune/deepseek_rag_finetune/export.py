@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from deepseek_rag.encoder import ADAPTER_CONFIG_NAME
+from deepseek_rag.encoding.dual_encoder import ADAPTER_CONFIG_NAME
 from deepseek_rag.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def export_merged_model(adapter: str | Path, out: str | Path, *, model: str | No
     from peft import PeftModel
     from safetensors.torch import save_file
 
-    from deepseek_rag.encoder import DualEncoder, EncoderConfig
+    from deepseek_rag.encoding.dual_encoder import DualEncoder, EncoderConfig
 
     adapter, out = Path(adapter), Path(out)
     manifest_path = adapter / ADAPTER_CONFIG_NAME

@@ -93,7 +93,7 @@ def mine_hard_negatives(
 
 
 def _dense_rank(queries, pool, pairs, encode, depth):
-    from deepseek_rag.index import VectorIndex
+    from deepseek_rag.vectors.faiss_store import VectorIndex
 
     q = np.ascontiguousarray(encode(queries, "query"), dtype=np.float32)
     d = np.ascontiguousarray(encode(pool, "document"), dtype=np.float32)

@@ -93,7 +93,7 @@ def read_table_pairs(path: str | Path) -> list[TrainingPair]:
 def read_beir_pairs(folder: str | Path, split: str = "train") -> list[TrainingPair]:
     """One pair per judged-relevant (query, document) of ``qrels/<split>.tsv``; positive = title + " " + text."""
     from deepseek_rag.evaluation import load_beir_split
-    from deepseek_rag.loaders import load_beir_corpus
+    from deepseek_rag.ingest.loaders import load_beir_corpus
 
     judged = load_beir_split(folder, split)
     corpus = {doc.id: doc for doc in load_beir_corpus(folder)}

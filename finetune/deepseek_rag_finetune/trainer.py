@@ -105,7 +105,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ run
     def train(self) -> TrainingResult:
-        from deepseek_rag.encoder import DualEncoder, EncoderConfig
+        from deepseek_rag.encoding.dual_encoder import DualEncoder, EncoderConfig
 
         cfg = self.config
         started = time.perf_counter()

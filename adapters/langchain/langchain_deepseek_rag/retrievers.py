@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from deepseek_rag import DocumentIndex, DualEncoder, EncoderConfig, IndexSettings
 from deepseek_rag import Document as CoreDocument
-from deepseek_rag.retriever import Hit, Retriever
+from deepseek_rag.retrieval.retriever import Hit, Retriever
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever

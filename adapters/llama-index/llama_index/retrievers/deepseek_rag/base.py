@@ -21,7 +21,7 @@ from typing import Any
 
 from deepseek_rag import DocumentIndex, DualEncoder, EncoderConfig, IndexSettings
 from deepseek_rag import Document as CoreDocument
-from deepseek_rag.retriever import DocumentHit, Hit, Retriever
+from deepseek_rag.retrieval.retriever import DocumentHit, Hit, Retriever
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import (

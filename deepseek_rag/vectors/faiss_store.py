@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterator
 import faiss
 import numpy as np
 
-from .errors import IndexFormatError, IndexSpecError, InvalidInputError, MissingDependencyError
-from .index_dir import fsync_path
+from ..errors import IndexFormatError, IndexSpecError, InvalidInputError, MissingDependencyError
+from ..storage.layout import fsync_path
 
 logger = logging.getLogger(__name__)
 

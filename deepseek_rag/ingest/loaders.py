@@ -21,8 +21,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .documents import Document
-from .errors import InvalidInputError, MissingDependencyError
+from ..documents import Document
+from ..errors import InvalidInputError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EncoderMismatchError, InvalidInputError
+from ..errors import EncoderMismatchError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 

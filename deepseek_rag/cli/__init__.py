@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .errors import DeepSeekRAGError
+from .. import __version__
+from ..errors import DeepSeekRAGError
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,14 @@ def encoder_options(func: Any) -> Any:
 
 
 def _encoder(model: str | None, adapter: str | None, dtype: str, device: str | None):
-    from .encoder import DualEncoder, EncoderConfig
+    from ..encoding.dual_encoder import DualEncoder, EncoderConfig
 
     return DualEncoder(EncoderConfig(model=model, adapter=adapter, dtype=dtype, device=device))
 
 
 def _settings(index_spec: str, chunking: str, chunk_tokens: int, chunk_overlap: int, headers: bool):
-    from .chunking import ChunkingConfig
-    from .document_index import IndexSettings
+    from ..ingest.chunking import ChunkingConfig
+    from ..document_index import IndexSettings
 
     return IndexSettings(
         index_spec=index_spec,
@@ -139,8 +139,8 @@ def index_command(ctx, sources, out, overwrite, index_spec, chunking, chunk_toke
       deepseek-rag index contracts/ --out contracts.idx
       deepseek-rag index corpus.jsonl --out sci.idx --index-spec IVF256,PQ96x8
     """
-    from .document_index import DocumentIndex
-    from .loaders import load_documents_with_report
+    from ..document_index import DocumentIndex
+    from ..ingest.loaders import load_documents_with_report
 
     report = load_documents_with_report(sources, progress=ctx.obj["verbose"])
     _report_skipped(report)
@@ -174,8 +174,8 @@ def add_command(ctx, index_dir, sources, upsert) -> None:
     Example:
       deepseek-rag add contracts.idx new-contracts/
     """
-    from .document_index import DocumentIndex
-    from .loaders import load_documents_with_report
+    from ..document_index import DocumentIndex
+    from ..ingest.loaders import load_documents_with_report
 
     index = DocumentIndex.load(index_dir, writable=True)
     report = load_documents_with_report(sources)
@@ -196,7 +196,7 @@ def delete_command(index_dir, doc_ids) -> None:
     Example:
       deepseek-rag delete contracts.idx --doc-id old-lease.pdf
     """
-    from .document_index import DocumentIndex
+    from ..document_index import DocumentIndex
 
     index = DocumentIndex.load(index_dir, writable=True)
     chunks = index.delete_documents(doc_ids)
@@ -227,7 +227,7 @@ def query_command(index_dir, text, top_k, level, expand, filters, focus_document
     """
     from dataclasses import asdict
 
-    from .document_index import DocumentIndex
+    from ..document_index import DocumentIndex
 
     retriever = DocumentIndex.load(index_dir).as_retriever(
         top_k=top_k, expand_neighbors=expand, focus_documents=focus_documents,
@@ -267,7 +267,7 @@ def _parse_filters(filters: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--ids", is_flag=True, help="Also list the document ids.")
 def info_command(index_dir, ids) -> None:
     """Show an index's counts, spec, sizes and encoder."""
-    from .document_index import DocumentIndex
+    from ..document_index import DocumentIndex
 
     index = DocumentIndex.load(index_dir)
     info = index.info()
@@ -298,9 +298,9 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
       deepseek-rag eval --data datasets/scifact --chunking none --index-spec Flat --json
       deepseek-rag eval --data datasets/scifact --index sci.idx --mode sparse
     """
-    from .document_index import DocumentIndex
-    from .evaluation import evaluate_retriever, load_beir_split
-    from .loaders import load_beir_corpus
+    from ..document_index import DocumentIndex
+    from ..evaluation import evaluate_retriever, load_beir_split
+    from ..ingest.loaders import load_beir_corpus
 
     split_data = load_beir_split(data, split)
     encode_seconds = None
@@ -340,7 +340,7 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
         click.echo(f"{key:>18}: {value}")
 
 
-from .generation import ask_command  # noqa: E402 (click + numpy only; LlamaIndex loads only when an LLM is used)
+from ..generation import ask_command  # noqa: E402 (click + numpy only; LlamaIndex loads only when an LLM is used)
 
 cli.add_command(ask_command)
 

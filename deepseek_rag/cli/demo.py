@@ -17,7 +17,7 @@ import sysconfig
 import time
 from pathlib import Path
 
-from .documents import Document
+from ..documents import Document
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
 
-    from .document_index import DocumentIndex
+    from ..document_index import DocumentIndex
 
     documents = find_licence_documents(max_documents=args.max_documents)
     if not documents:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The generation step: DeepSeek's API when DEEPSEEK_API_KEY is set, an OpenAI-compatible server when
     # DEEPSEEK_RAG_LLM_BASE_URL is, otherwise an offline extractive answer with its sources.
-    from .generation import answer
+    from ..generation import answer
 
     question = QUESTIONS[0]
     print(f"\n$ deepseek-rag ask {args.out} {question!r}")

@@ -25,7 +25,7 @@ import math
 from collections.abc import Hashable, Sequence
 from typing import TypeVar
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 

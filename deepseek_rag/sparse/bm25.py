@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from .analysis import CHINESE_MODES, Analyzer, stemmer_language
-from .documents import Chunk
-from .errors import IndexFormatError, InvalidInputError
+from ..documents import Chunk
+from ..errors import IndexFormatError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ SPARSE_NAME = "sparse.npz"
 def settle_sparse_file(folder: Path, expected_checksum: str | None) -> Path | None:
     """The sparse file that matches the committed store, finishing an interrupted save; None when there is
     none to trust (an index saved before it had a sparse side, or a damaged file): it is rebuilt from the store."""
-    from .index_dir import PENDING_SUFFIX, file_checksum, fsync_path
+    from ..storage.layout import PENDING_SUFFIX, file_checksum, fsync_path
 
     current = folder / SPARSE_NAME
     pending = folder / (SPARSE_NAME + PENDING_SUFFIX)

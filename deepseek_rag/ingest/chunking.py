@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .documents import Chunk, Document
-from .errors import InvalidInputError
+from ..documents import Chunk, Document
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .document_index import DocumentIndex
-from .errors import InvalidInputError
+from ..document_index import DocumentIndex
+from ..errors import InvalidInputError
 from .fusion import DEFAULT_RRF_K, FUSIONS, fuse
 
 logger = logging.getLogger(__name__)

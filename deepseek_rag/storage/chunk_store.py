@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .documents import Chunk, Document
-from .errors import IndexFormatError, InvalidInputError
+from ..documents import Chunk, Document
+from ..errors import IndexFormatError, InvalidInputError
 
 logger = logging.getLogger(__name__)
 

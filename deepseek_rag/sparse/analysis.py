@@ -31,7 +31,7 @@ import unicodedata
 from functools import lru_cache
 from typing import Any
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from .errors import IndexFormatError
+from ..errors import IndexFormatError
 
 MANIFEST_NAME = "manifest.json"
 STORE_NAME = "chunks.sqlite"

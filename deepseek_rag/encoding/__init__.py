@@ -1,0 +1,1 @@
+"""Encoding: the dual encoder (prefixes, tokenization, batching) and the backends that run its forward pass."""

@@ -1,0 +1,1 @@
+"""Ingestion: files and records become documents, documents become chunks — pure functions a Dask worker can run."""

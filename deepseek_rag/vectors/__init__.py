@@ -1,0 +1,1 @@
+"""Vectors: the ``VectorStore`` protocol, the backend-neutral ``Filter``, and the FAISS backend."""
