@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml adapters/llama-index/pyproject.toml adapters/langchain/
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m deepseek_rag.cli.demo
+	$(VENV)/bin/deepseek-rag demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests adapters/llama-index/tests adapters/langchain/tests finetune/tests

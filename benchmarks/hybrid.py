@@ -4,9 +4,8 @@
         --out bench-out/hybrid
 
 Dense indexes (bundled MiniLM, default chunking, exact ``Flat``) are built once and kept in ``--out``
-(SciFact reuses ``bench-out/scifact/flat-index`` when that exists); they are loaded writable without
-their sparse file, so the BM25 side is built from the store exactly as for an index saved before it had
-one. Every row of a table reuses the same chunks and query vectors: rows differ only in the sparse
+(SciFact reuses ``bench-out/scifact/flat-index`` when that exists); each sparse variant re-analyses the stored
+chunks (``DocumentIndex.with_sparse``), sharing the chunks and vectors. Every row of a table reuses the same chunks and query vectors: rows differ only in the sparse
 analysis, the mode or the fusion. Prints the tables and writes ``hybrid.json``.
 """
 
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_rag import DocumentIndex, DualEncoder, SparseConfig, SparseIndex
+from deepseek_rag import DocumentIndex, DualEncoder, SparseConfig
 from deepseek_rag.evaluation import load_beir_split, score_run
 from deepseek_rag.retrieval.fusion import fuse
 from deepseek_rag.ingest.language import detect_language
@@ -30,21 +29,20 @@ DEPTH = 100  # documents ranked per query, as `deepseek-rag eval` does
 
 
 def dense_index(data: str, folder: Path, encoder: DualEncoder) -> DocumentIndex:
-    if not (folder / "manifest.json").exists():
+    if not (folder / "CURRENT").exists():
         started = time.perf_counter()
         built = DocumentIndex.build(load_beir_corpus(data), encoder, index_spec="Flat", progress=True)
         built.save(folder, overwrite=True)
         print(f"built {folder} in {time.perf_counter() - started:.0f}s")
-    return DocumentIndex.load(folder, encoder, writable=True)
+    return DocumentIndex.load(folder, encoder, writable=False)
 
 
-def use_sparse(index: DocumentIndex, config: SparseConfig) -> float:
-    """Give ``index`` a fresh BM25 side with ``config``, built from its store; returns the build seconds."""
-    index.settings.sparse = config
-    index.sparse = SparseIndex(config)
+def use_sparse(index: DocumentIndex, config: SparseConfig) -> tuple[DocumentIndex, float]:
+    """``index`` with a BM25 side analysed under ``config`` from its stored chunks, and the build seconds."""
     started = time.perf_counter()
-    index.search_sparse(["warm up"], 1)  # rebuilds from the store: analysis of every chunk + bm25s
-    return time.perf_counter() - started
+    variant = index.with_sparse(config)
+    variant.search_sparse(["warm up"], 1)
+    return variant, time.perf_counter() - started
 
 
 def metrics(runs: list[list[tuple[str, float]]], qids: list[str], qrels) -> dict[str, float]:
@@ -105,11 +103,11 @@ def evaluate(name: str, data: str, index: DocumentIndex, variants: dict[str, Spa
     sparse_by_variant = {}
     for label, config in variants.items():
         print(f"{name}: sparse side '{label}'", flush=True)
-        seconds = use_sparse(index, config)
-        sparse_by_variant[label] = side_rankings(index, texts, vectors, "sparse")
+        variant, seconds = use_sparse(index, config)
+        sparse_by_variant[label] = side_rankings(variant, texts, vectors, "sparse")
         out["sparse"][label] = {**metrics(sparse_by_variant[label], qids, split.qrels), "build_s": round(seconds, 1)}
     default_label = next(iter(variants))
-    use_sparse(index, variants[default_label])
+    index, _ = use_sparse(index, variants[default_label])
     sparse = sparse_by_variant[default_label]
 
     # What the Retriever itself returns in hybrid mode (the numbers a user gets), then a fusion grid.
@@ -125,13 +123,13 @@ def evaluate(name: str, data: str, index: DocumentIndex, variants: dict[str, Spa
         grid[f"weighted zscore w={weight}"] = metrics(fused(dense, sparse, "weighted", weight, "zscore"), qids, split.qrels)
     out["fusion_grid"] = grid
 
-    sparse_file = Path(args.out) / f"{name}-sparse.npz"
-    index.sparse.save(sparse_file)
-    out["sizes"] = {"sparse_file_bytes": sparse_file.stat().st_size,
-                    "vectors_file_bytes": (index.path / "vectors.faiss").stat().st_size,
-                    "chunks_sqlite_bytes": (index.path / "chunks.sqlite").stat().st_size}
+    saved = index.save(Path(args.out) / f"{name}-hybrid-index", overwrite=True)
+    segment = next((saved / "segments").iterdir())
+    out["sizes"] = {"postings_bytes": sum(p.stat().st_size for p in (segment / "postings").iterdir()),
+                    "vectors_file_bytes": (segment / "vectors.faiss").stat().st_size,
+                    "chunks_sqlite_bytes": (segment / "chunks.sqlite").stat().st_size}
     started = time.perf_counter()
-    SparseIndex.load(sparse_file, index.settings.sparse)
+    DocumentIndex.load(saved, index.encoder, writable=False).search_sparse(["warm up"], 1)
     out["sizes"]["sparse_load_s"] = round(time.perf_counter() - started, 3)
     print(f"{name}: timing queries", flush=True)
     out["latency"] = latency(index, texts, vectors, args.latency_queries)
@@ -189,7 +187,7 @@ def main() -> None:
 
     if args.scifact:
         shared = Path("bench-out/scifact/flat-index")
-        folder = Path(args.scifact_index) if args.scifact_index else (shared if (shared / "manifest.json").exists() else out / "scifact-dense")
+        folder = Path(args.scifact_index) if args.scifact_index else (shared if (shared / "CURRENT").exists() else out / "scifact-dense")
         index = dense_index(args.scifact, folder, encoder)
         results["scifact"] = evaluate("scifact", args.scifact, index, {
             "headers (default)": SparseConfig(),

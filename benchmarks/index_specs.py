@@ -1,6 +1,6 @@
 """Compare FAISS factory strings on one corpus: size on disk, build time, Recall@k against exact search, latency.
 
-Each spec is built with :class:`deepseek_rag.index.VectorIndex` exactly as the library builds it, saved
+Each spec is built with :class:`deepseek_rag.vectors.faiss_store.FaissVectorStore` exactly as the library builds it, saved
 to measure its file, and searched with every ``--nprobe`` (IVF specs only). Recall is measured against
 exact ``Flat`` search on the same vectors; latency is a single-query loop, as an interactive retriever
 would search. The numbers feed ``AUTO_IVF_THRESHOLD`` and ``AUTO_IVF_CODEC`` in ``deepseek_rag/index.py``.
@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from deepseek_rag.errors import DeepSeekRAGError  # noqa: E402
-from deepseek_rag.vectors.faiss_store import VectorIndex  # noqa: E402
+from deepseek_rag.vectors.faiss_store import FaissVectorStore as VectorIndex  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> dict:
         bpv = index.nbytes() / n
         for nprobe in nprobes if index.nlist else [None]:
             for factor in [1] if spec == "Flat" else sorted({1, args.rescore_factor} - {0}):
-                kwargs: dict = {"nprobe": nprobe}
+                kwargs: dict = {"params": {"nprobe": nprobe}}
                 if factor > 1:
                     kwargs.update(rescore_vectors=lambda wanted: corpus[wanted], rescore_factor=factor)
                 found = index.search(queries, args.k, **kwargs)[1]

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_rag.vectors.faiss_store import AUTO_IVF_THRESHOLD, VectorIndex, resolve_auto_spec, suggest_nlist
+from deepseek_rag.vectors.faiss_store import FaissVectorStore
+from deepseek_rag.vectors.specs import AUTO_IVF_THRESHOLD, resolve_auto_spec, suggest_nlist
 
 DIM = 384
 
@@ -40,14 +41,14 @@ def isotropic(n: int, seed: int, centres: int = 2000) -> np.ndarray:
 
 
 def real_vectors(index_dir: str) -> np.ndarray:
-    """Every vector of a deepseek-rag index folder saved with a Flat index."""
-    import faiss
+    """Every live vector of a deepseek-rag index folder saved with a Flat index."""
+    from deepseek_rag import DocumentIndex
+    from deepseek_rag.storage.rebuild import live_vectors
 
-    index = faiss.read_index(str(Path(index_dir) / "vectors.faiss"))
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-    if not isinstance(inner, faiss.IndexFlat):
-        raise SystemExit(f"--like needs an index built with --index-spec Flat; {index_dir} holds {type(inner).__name__}")
-    return inner.reconstruct_n(0, inner.ntotal)
+    index = DocumentIndex.load(index_dir, writable=False)
+    if index.vectors.spec != "Flat":
+        raise SystemExit(f"--like needs an index built with --index-spec Flat; {index_dir} holds {index.vectors.spec}")
+    return live_vectors(index.snapshot())[1]
 
 
 class TiedGaussianMixture:
@@ -77,13 +78,13 @@ class TiedGaussianMixture:
 
 def serve(index_path: str, queries_path: str, truth_path: str, target: float) -> dict:
     """Child process: memory-map the index, find the nprobe that meets the recall target, time it."""
-    index = VectorIndex.load(index_path, mmap=True)
+    index = FaissVectorStore.open(index_path, mmap=True)
     queries, truth = np.load(queries_path), np.load(truth_path)
     chosen = None
     for nprobe in ([None] if index.nlist is None else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]):
         if nprobe is not None and nprobe > index.nlist:
             break
-        _, ids = index.search(queries, 10, nprobe=nprobe)
+        _, ids = index.search(queries, 10, params={"nprobe": nprobe})
         recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth)]))
         chosen = (nprobe, recall)
         if recall >= target:
@@ -92,7 +93,7 @@ def serve(index_path: str, queries_path: str, truth_path: str, target: float) ->
     timings = []
     for q in queries[:300]:
         started = time.perf_counter()
-        index.search(q, 10, nprobe=nprobe)
+        index.search(q, 10, params={"nprobe": nprobe})
         timings.append((time.perf_counter() - started) * 1000)
     return {"nprobe": nprobe, "recall@10": recall, "p50_ms": float(np.percentile(timings, 50)),
             "p99_ms": float(np.percentile(timings, 99)),
@@ -136,7 +137,7 @@ def main() -> None:
                 queries = corpus[np.random.default_rng(1).choice(n, 500, replace=False)]
                 queries = queries + 0.05 * np.random.default_rng(2).standard_normal(queries.shape).astype(np.float32)
                 queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-            exact = VectorIndex(DIM, "Flat")
+            exact = FaissVectorStore(DIM, "Flat")
             exact.add(np.arange(n, dtype=np.int64), corpus)
             _, truth = exact.search(queries, 10)
             np.save(f"{tmp}/q.npy", queries)
@@ -145,7 +146,7 @@ def main() -> None:
             auto_codec = resolve_auto_spec(AUTO_IVF_THRESHOLD, DIM).split(",", 1)[1]
             codecs = [auto_codec if c == "auto" else c for c in args.codecs.split(",")]
             for spec in ["Flat", *(f"IVF{suggest_nlist(n)},{codec}" for codec in codecs)]:
-                index = VectorIndex(DIM, spec)
+                index = FaissVectorStore(DIM, spec)
                 started = time.perf_counter()
                 index.train(corpus)
                 train_s = time.perf_counter() - started
@@ -165,7 +166,7 @@ def main() -> None:
                       f"nprobe {served['nprobe']!s:>4} R@10 {served['recall@10']:.3f} p50 {served['p50_ms']:6.2f} ms "
                       f"p99 {served['p99_ms']:6.2f} ms RSS {served['peak_rss_mb']:6.0f} MB", flush=True)
             del corpus, exact
-    print(f"\nauto switches from Flat to IVF at {AUTO_IVF_THRESHOLD:,} chunks (deepseek_rag.index.AUTO_IVF_THRESHOLD)")
+    print(f"\nauto switches from Flat to IVF at {AUTO_IVF_THRESHOLD:,} chunks (deepseek_rag.vectors.specs.AUTO_IVF_THRESHOLD)")
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(rows, indent=2))

@@ -14,22 +14,14 @@ import json
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
-from deepseek_rag import DocumentIndex, DualEncoder, VectorIndex
+from deepseek_rag import DocumentIndex, DualEncoder
 from deepseek_rag.evaluation import evaluate_retriever, load_beir_split, score_run
 from deepseek_rag.ingest.loaders import load_beir_corpus
+from deepseek_rag.storage.rebuild import live_vectors
 
 DEFAULT_SPECS = "IVF128,Flat;IVF128,SQ8;IVF128,SQ4;IVF128,PQ96x8;IVF128,PQ48x8;IVF128,PQ192x4fs"
-
-
-def flat_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) stored in a Flat index file (IndexIDMap2 around IndexFlat)."""
-    index = faiss.read_index(str(path))
-    ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-    vectors = faiss.downcast_index(index.index).reconstruct_n(0, index.ntotal)
-    return ids, vectors
 
 
 def ndcg_with(retriever, split, query_vectors: np.ndarray) -> dict[str, float]:
@@ -57,7 +49,7 @@ def main() -> None:
     results: dict = {"machine": f"{__import__('os').cpu_count()} CPU cores", "specs": []}
 
     build_json = index_dir.parent / (index_dir.name + ".build.json")
-    if not (index_dir / "manifest.json").exists():
+    if not (index_dir / "CURRENT").exists():
         documents = load_beir_corpus(args.data)
         started = time.perf_counter()
         built = DocumentIndex.build(documents, encoder, index_spec="Flat", progress=True)
@@ -69,24 +61,23 @@ def main() -> None:
     results["build"] = {**build, "chunks_per_second": build["chunks"] / build["seconds"],
                         "documents_per_second": build["documents"] / build["seconds"]}
 
-    index = DocumentIndex.load(index_dir, encoder, writable=True)
+    index = DocumentIndex.load(index_dir, encoder, writable=False)
     retriever = index.as_retriever()
     flat = evaluate_retriever(retriever, split)
     results["flat"] = flat
     query_vectors = encoder.encode_queries(list(split.queries.values()))
-    ids, vectors = flat_vectors(index_dir / "vectors.faiss")
-    flat_bytes = (index_dir / "vectors.faiss").stat().st_size / len(ids)
+    ids, _ = live_vectors(index.snapshot())
+    flat_bytes = index.vectors.nbytes() / len(ids)
     flat_ndcg = ndcg_with(retriever, split, query_vectors)["ndcg@10"]
     rows = [("Flat", "-", flat_bytes, 1.0, flat_ndcg, 1.0)]
 
     for spec in [s for s in args.specs.split(";") if s]:
-        candidate = VectorIndex(encoder.dim, spec)
         started = time.perf_counter()
-        candidate.add(ids, vectors)
+        candidate = index.with_vector_spec(spec)  # same chunks and BM25 side, vectors re-indexed
         train_seconds = time.perf_counter() - started
-        bytes_per_chunk = candidate.nbytes() / len(ids)
-        index.vectors = candidate
-        for nprobe in [int(n) for n in args.nprobe.split(",")] if candidate.nlist else [None]:
+        bytes_per_chunk = candidate.vectors.nbytes() / len(ids)
+        retriever = candidate.as_retriever()
+        for nprobe in [int(n) for n in args.nprobe.split(",")] if candidate.vectors.nlist else [None]:
             retriever.nprobe = nprobe
             ndcg = ndcg_with(retriever, split, query_vectors)["ndcg@10"]
             rows.append((spec, nprobe or "-", bytes_per_chunk, bytes_per_chunk / flat_bytes, ndcg, ndcg / flat_ndcg))
@@ -96,7 +87,6 @@ def main() -> None:
 
     # fp32 vs bf16: throughput on a sample of real chunk texts, query latency, and quality of bf16 queries.
     texts = [c.text for batch in index.store.iter_chunks(args.bf16_sample) for c in batch][: args.bf16_sample]
-    index.vectors = VectorIndex.load(index_dir / "vectors.faiss", mmap=False)
     precision = {}
     for dtype in () if args.skip_precision else ("float32", "bfloat16"):
         enc = encoder if dtype == "float32" else DualEncoder(dtype="bfloat16")

@@ -1,6 +1,8 @@
-"""The two records data flows through: a source :class:`Document` and the :class:`Chunk` cut from it.
+"""The records data flows through: a source :class:`Document`, the :class:`Chunk` cut from it, and the
+:class:`Hit` / :class:`DocumentHit` a search returns.
 
-Nothing here touches a model, a file or an index; loaders make documents, chunking makes chunks.
+Nothing here touches a model, a file or an index; loaders make documents, chunking makes chunks, retrieval
+makes hits.
 """
 
 from __future__ import annotations
@@ -42,4 +44,29 @@ class Chunk:
     text: str
     section: str | None = None
     id: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Hit:
+    """One retrieved chunk: ``text == document.text[start:end]``; ``score`` is higher-is-better."""
+
+    chunk_id: int
+    doc_id: str
+    score: float
+    start: int
+    end: int
+    text: str
+    ordinal: int
+    section: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DocumentHit:
+    """One retrieved document, scored from its chunks; ``hits`` are its best chunks, best first."""
+
+    doc_id: str
+    score: float
+    hits: list[Hit]
     metadata: dict[str, Any] = field(default_factory=dict)

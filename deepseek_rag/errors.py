@@ -36,3 +36,11 @@ class DocumentNotFoundError(DeepSeekRAGError, KeyError):
 
 class MissingDependencyError(DeepSeekRAGError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class IndexLockedError(DeepSeekRAGError, RuntimeError):
+    """Another writer holds an index directory's writer lock; the message names the holder."""
+
+
+class ReadOnlyIndexError(DeepSeekRAGError, PermissionError):
+    """A write to an index that was opened read-only or lives on a read-only file system."""

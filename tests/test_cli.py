@@ -7,6 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from deepseek_rag import __version__
 from deepseek_rag.cli import cli
 
 
@@ -93,5 +94,5 @@ def test_eval_prints_the_metrics_json(tiny_model_dir, tmp_path):
 def test_help_and_version():
     runner = CliRunner()
     assert "Examples" in runner.invoke(cli, ["-h"]).output
-    assert "0.1.0" in runner.invoke(cli, ["--version"]).output
+    assert __version__ in runner.invoke(cli, ["--version"]).output
     assert "--index-spec" in runner.invoke(cli, ["index", "--help"]).output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -129,26 +128,24 @@ def test_unsaved_changes_are_not_visible_on_disk(index, encoder, tmp_path):
     assert "doc-2" in DocumentIndex.load(tmp_path / "idx", encoder).document_ids()
 
 
-def test_crash_between_commit_and_rename_rolls_forward(index, encoder, tmp_path, save_crashing_at_rename):
-    index.save(tmp_path / "idx")
-    writable = DocumentIndex.load(tmp_path / "idx", encoder, writable=True)
-    writable.delete_documents(["doc-4"])
-    save_crashing_at_rename(writable, "vectors.faiss.new")
-    reread = DocumentIndex.load(tmp_path / "idx", encoder)
-    assert "doc-4" not in reread.document_ids()
-    assert len(reread.vectors) == reread.store.counts()[1]
+def test_a_crash_before_the_pointer_moves_keeps_the_old_version(index, encoder, tmp_path, monkeypatch):
+    import deepseek_rag.storage.versions as versions
 
-
-def test_crash_before_commit_keeps_the_old_state(index, encoder, tmp_path, monkeypatch):
     index.save(tmp_path / "idx")
-    writable = DocumentIndex.load(tmp_path / "idx", encoder, writable=True)
+    writable = DocumentIndex.load(tmp_path / "idx", encoder)
     writable.delete_documents(["doc-5"])
-    monkeypatch.setattr(writable.store, "commit", lambda: (_ for _ in ()).throw(OSError("simulated crash")))
+    writable.add_documents([Document("late", "A late clause on audits.")])
+    real = versions.write_current
+    monkeypatch.setattr(versions, "write_current", lambda *a: (_ for _ in ()).throw(OSError("simulated crash")))
     with pytest.raises(OSError):
         writable.save()
     reread = DocumentIndex.load(tmp_path / "idx", encoder)
-    assert "doc-5" in reread.document_ids()
+    assert reread.version == 1 and "doc-5" in reread.document_ids() and "late" not in reread.document_ids()
     assert len(reread.vectors) == reread.store.counts()[1]
+    monkeypatch.setattr(versions, "write_current", real)
+    writable.save()  # the writer still holds its changes; the next save publishes them over the debris
+    reread = DocumentIndex.load(tmp_path / "idx", encoder)
+    assert reread.version == 2 and "doc-5" not in reread.document_ids() and "late" in reread.document_ids()
 
 
 def test_killed_writer_leaves_a_loadable_index(index, tiny_model_dir, tmp_path):
@@ -198,20 +195,36 @@ def test_bad_input_is_a_clear_error(index, encoder, tmp_path):
 
 
 def test_damaged_or_missing_directories_are_clear_errors(index, encoder, tmp_path):
+    import json
+
     with pytest.raises(IndexFormatError, match="does not exist"):
         DocumentIndex.load(tmp_path / "missing", encoder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IndexFormatError, match="not an index directory"):
+        DocumentIndex.load(tmp_path / "empty", encoder)
     index.save(tmp_path / "idx")
-    vectors = tmp_path / "idx" / "vectors.faiss"
+    segment = next((tmp_path / "idx" / "segments").iterdir())
+    vectors = segment / "vectors.faiss"
     data = vectors.read_bytes()
     vectors.write_bytes(data[: len(data) // 2])
     with pytest.raises(IndexFormatError, match="vectors.faiss"):
         DocumentIndex.load(tmp_path / "idx", encoder)
     vectors.write_bytes(data)
     DocumentIndex.load(tmp_path / "idx", encoder).close()
-    (tmp_path / "idx" / "chunks.sqlite").write_bytes(b"this is not a database" * 100)
-    for leftover in ("chunks.sqlite-wal", "chunks.sqlite-shm"):
-        (tmp_path / "idx" / leftover).unlink(missing_ok=True)
+    store = segment / "chunks.sqlite"
+    size = store.stat().st_size
+    store.write_bytes((b"this is not a database" * size)[:size])
     with pytest.raises(IndexFormatError, match="chunk store"):
+        DocumentIndex.load(tmp_path / "idx", encoder)
+    record = tmp_path / "idx" / "versions" / "v000001.json"
+    good = json.loads(record.read_text())
+    for damaged, reason in [([], "expected a JSON object"), ({k: v for k, v in good.items() if k != "encoder"}, "'encoder' is missing"),
+                            ({**good, "settings": None}, "'settings' should be a dict"), ("{", "damaged")]:
+        record.write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
+        with pytest.raises(IndexFormatError, match=reason):
+            DocumentIndex.load(tmp_path / "idx", encoder)
+    (tmp_path / "idx" / "CURRENT").write_text('{"format_version": 3, "version": 1}')
+    with pytest.raises(IndexFormatError, match="format 3"):
         DocumentIndex.load(tmp_path / "idx", encoder)
 
 
@@ -219,9 +232,10 @@ def test_index_from_a_newer_library_is_a_clear_error(index, encoder, tmp_path):
     import json
 
     index.save(tmp_path / "idx")
-    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    manifest["settings"]["reranker"] = {"model": "x"}
-    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest))
+    record_path = tmp_path / "idx" / "versions" / "v000001.json"
+    record = json.loads(record_path.read_text())
+    record["settings"]["reranker"] = {"model": "x"}
+    record_path.write_text(json.dumps(record))
     with pytest.raises(IndexFormatError, match="newer deepseek-rag"):
         DocumentIndex.load(tmp_path / "idx", encoder)
 
@@ -272,5 +286,3 @@ def test_settings_are_validated_and_saved(encoder, tmp_path):
     index = DocumentIndex.build(make_docs(2), encoder, contextual_headers=False)
     index.save(tmp_path / "idx")
     assert DocumentIndex.load(tmp_path / "idx", encoder).settings.contextual_headers is False
-    db = sqlite3.connect(tmp_path / "idx" / "chunks.sqlite")
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from deepseek_rag import Document, DocumentIndex, DualEncoder, EncoderConfig
 from deepseek_rag.errors import InvalidInputError
+from deepseek_rag.cli.ask import ask_command
 from deepseek_rag.generation import (
     EXTRACTIVE_LABEL,
     answer,
-    ask_command,
     resolve_llm,
     sentence_spans,
 )

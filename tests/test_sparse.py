@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 
 from deepseek_rag import Document, DocumentIndex, DualEncoder, IndexFormatError, InvalidInputError, SparseConfig, SparseIndex
-from deepseek_rag.documents import Chunk
-from deepseek_rag.sparse.bm25 import SPARSE_NAME
 
 DOCS = [
     Document("lease", "The tenant pays rent monthly. The landlord repairs the roof.", {"title": "Lease", "kind": "lease"}),
@@ -34,23 +32,13 @@ def sparse_docs(index, query, k=10, filters=None):
     return [chunks[int(i)].doc_id for i in ids[0] if i >= 0]
 
 
-def chunk(chunk_id, text, language=None):
-    return Chunk("d", 0, 0, len(text), text, id=chunk_id, metadata={"language": language} if language else {})
-
-
 def test_sparse_index_unit():
-    sparse = SparseIndex()
-    sparse.add([1, 2], [sparse.analyze("rent is due", "en"), sparse.analyze("roof repairs", "en")])
-    with pytest.raises(InvalidInputError, match="rebuild"):
-        sparse.search(["rent"], 2)
-    sparse.rebuild([[chunk(1, "rent is due"), chunk(2, "roof repairs")]], lambda c: c.text)
+    sparse = SparseIndex.from_texts([1, 2], ["rent is due", "roof repairs"])
     scores, ids = sparse.search(["repairing the roof", "???", "nothing matches"], 3)
     assert ids[0].tolist() == [2, -1, -1] and scores[0, 0] > 0
     assert (ids[1:] == -1).all() and np.isneginf(scores[1:]).all()
     assert sparse.search(["rent roof"], 2, allowed_ids=np.array([2, 99]))[1].tolist() == [[2, -1]]
-    sparse.remove([2])
-    sparse.rebuild([[chunk(1, "rent is due")]], lambda c: c.text)
-    assert len(sparse) == 1 and sparse.search(["roof"], 1)[1].tolist() == [[-1]]
+    assert len(sparse) == 2 and len(SparseIndex([])) == 0
 
 
 def test_language_is_detected_and_recorded_unless_given(index, encoder):
@@ -82,81 +70,81 @@ def test_filters_apply_to_the_sparse_side(index):
 
 def test_saved_with_the_index_and_loaded(index, encoder, tmp_path):
     index.save(tmp_path / "idx")
-    assert (tmp_path / "idx" / SPARSE_NAME).is_file()
+    postings = next((tmp_path / "idx" / "segments").glob("*/postings"))
+    assert {p.name for p in postings.iterdir()} >= {"meta.json", "ptr.npy", "rows.npy", "tf.npy"}
     loaded = DocumentIndex.load(tmp_path / "idx", encoder)
-    assert not loaded.sparse.stale  # read from the file, not rebuilt
+    assert isinstance(loaded.store.states[0].segment.postings.rows, np.memmap)  # read from disk, not re-analysed
     assert sparse_docs(loaded, "高血壓") == ["zh"]  # traditional query, simplified document
-    writable = DocumentIndex.load(tmp_path / "idx", encoder, writable=True)
-    writable.add_documents([Document("audit", "Audit rights last for two years.")])
-    writable.save()
+    loaded.add_documents([Document("audit", "Audit rights last for two years.")])
+    loaded.save()
     assert set(sparse_docs(DocumentIndex.load(tmp_path / "idx", encoder), "two years")) == {"nda", "audit"}
 
 
-def test_an_index_saved_without_a_sparse_file_still_loads(index, encoder, tmp_path):
-    """Indexes written before the sparse side existed: no file, no checksum. Built lazily, saved next time."""
-    import sqlite3
+def test_scores_are_bm25s_scores():
+    """Same formulas as bm25s (its lucene and atire variants), checked against bm25s itself."""
+    import bm25s
+
+    texts = [d.text for d in DOCS] + ["the roof and the roof again", "rent rent rent", "nothing in common"]
+    for method in ("lucene", "atire"):
+        config = SparseConfig(method=method)
+        ours = SparseIndex.from_texts(list(range(1, len(texts) + 1)), texts, config)
+        analyzer = config.analyzer("en")
+        vocab: dict[str, int] = {}
+        corpus = [[vocab.setdefault(t, len(vocab)) for t in analyzer(text)] for text in texts]
+        reference = bm25s.BM25(method=method)
+        reference.index((corpus, vocab), show_progress=False, create_empty_token=False)
+        for query in ("roof repairs", "rent roof rent", "高血压"):
+            expected = reference.get_scores_from_ids([vocab[t] for t in ours.analyze_query(query) if t in vocab])
+            scores, ids = ours.search([query], len(texts))
+            got = np.zeros(len(texts))
+            got[ids[0][ids[0] > 0] - 1] = scores[0][ids[0] > 0]
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_segments_with_deletions_score_as_one_fresh_index():
+    """Statistics come from the live chunks of every segment: no drift after upserts and deletes."""
+    from deepseek_rag.sparse.bm25 import Postings, PostingsPart
+
+    config = SparseConfig()
+    analyzer = config.analyzer("en")
+    texts = [f"clause {i} on rent and the roof, notice {i % 3}" for i in range(40)]
+    terms = [analyzer(t) for t in texts]
+    first = Postings.from_terms(range(1, 21), terms[:20], ["english"])
+    second = Postings.from_terms(range(21, 41), terms[20:], ["english"])
+    live = np.ones(20, dtype=bool)
+    live[[2, 7]] = False
+    segmented = SparseIndex([PostingsPart(first, live), PostingsPart(second)], config)
+    kept = [i for i in range(40) if i not in (2, 7)]
+    fresh = SparseIndex.from_texts([i + 1 for i in kept], [texts[i] for i in kept], config)
+    merged = SparseIndex([PostingsPart(Postings.merge([(first, live), (second, None)]))], config)
+    for query in ("rent notice 2", "roof clause 7"):
+        expected = fresh.search([query], 40)
+        for candidate in (segmented, merged):
+            got = candidate.search([query], 40)
+            assert got[1].tolist() == expected[1].tolist()
+            np.testing.assert_allclose(got[0], expected[0], rtol=1e-6)
+
+
+def test_postings_of_another_format_or_analysis_are_refused(index, encoder, tmp_path):
+    from deepseek_rag.sparse.bm25 import Postings
 
     index.save(tmp_path / "idx")
-    (tmp_path / "idx" / SPARSE_NAME).unlink()
-    db = sqlite3.connect(tmp_path / "idx" / "chunks.sqlite")
-    db.execute("DELETE FROM meta WHERE key = 'sparse_checksum'")
-    db.commit()
-    db.close()
-    manifest_path = tmp_path / "idx" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    for key in ("sparse", "detect_language"):  # settings written before these existed
-        del manifest["settings"][key]
-    manifest_path.write_text(json.dumps(manifest))
-    loaded = DocumentIndex.load(tmp_path / "idx", encoder, writable=True)
-    assert loaded.sparse.stale
-    assert sparse_docs(loaded, "landlord") == ["lease"]
-    loaded.save()
-    assert (tmp_path / "idx" / SPARSE_NAME).is_file()
-    assert not DocumentIndex.load(tmp_path / "idx", encoder).sparse.stale
-
-
-def test_damaged_sparse_file_is_rebuilt_from_the_store(index, encoder, tmp_path):
-    index.save(tmp_path / "idx")
-    (tmp_path / "idx" / SPARSE_NAME).write_bytes(b"garbage")
-    loaded = DocumentIndex.load(tmp_path / "idx", encoder)
-    assert loaded.sparse.stale and sparse_docs(loaded, "confidential") == ["nda"]
-
-
-def test_crash_between_commit_and_rename_rolls_the_sparse_file_forward(index, encoder, tmp_path, save_crashing_at_rename):
-    index.save(tmp_path / "idx")
-    writable = DocumentIndex.load(tmp_path / "idx", encoder, writable=True)
-    writable.add_documents([Document("late", "A clause about liquidated damages.")])
-    save_crashing_at_rename(writable, SPARSE_NAME + ".new")
-    assert (tmp_path / "idx" / (SPARSE_NAME + ".new")).exists()
-    reread = DocumentIndex.load(tmp_path / "idx", encoder)
-    assert not reread.sparse.stale and not (tmp_path / "idx" / (SPARSE_NAME + ".new")).exists()
-    assert sparse_docs(reread, "liquidated damages") == ["late"]
-
-
-def test_unknown_sparse_format_is_refused(index, encoder, tmp_path):
-    index.save(tmp_path / "idx")
-    path = tmp_path / "idx" / SPARSE_NAME
-    with np.load(path) as data:
-        arrays = dict(data)
-    meta = json.loads(arrays["meta"].tobytes())
-    arrays["meta"] = np.frombuffer(json.dumps({**meta, "format_version": 99}).encode(), dtype=np.uint8)
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
-    with pytest.raises(IndexFormatError, match="sparse format 99"):
-        SparseIndex.load(path, SparseConfig())
-
-
-def test_other_analysis_settings_come_back_stale(index, tmp_path):
-    index.save(tmp_path / "idx")
-    assert SparseIndex.load(tmp_path / "idx" / SPARSE_NAME, SparseConfig(chinese="search")).stale
-    assert not SparseIndex.load(tmp_path / "idx" / SPARSE_NAME, SparseConfig()).stale
+    folder = next((tmp_path / "idx" / "segments").glob("*/postings"))
+    with pytest.raises(IndexFormatError, match="other settings"):
+        Postings.open(folder, SparseConfig(chinese="search"))
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(IndexFormatError, match="postings format 99"):
+        Postings.open(folder, SparseConfig())
+    with pytest.raises(IndexFormatError, match="damaged or truncated"):  # the version records every file's size
+        DocumentIndex.load(tmp_path / "idx", encoder)
 
 
 def test_sparse_side_can_be_turned_off(encoder, tmp_path):
     index = DocumentIndex.build(DOCS, encoder, sparse={"enabled": False})
     assert not index.has_sparse
     index.save(tmp_path / "idx")
-    assert not (tmp_path / "idx" / SPARSE_NAME).exists()
+    assert not list((tmp_path / "idx").rglob("postings"))
     with pytest.raises(InvalidInputError, match="no sparse"):
         index.search_sparse(["rent"], 3)
     with pytest.raises(InvalidInputError, match="k1"):

@@ -1,21 +1,21 @@
-"""The main job of ``make demo``: index real legal documents every install has, then answer questions.
+"""``deepseek-rag demo``, the main job of ``make demo``: index real legal documents every install has, then answer.
 
 The documents are the licence texts that installed Python distributions ship in their ``*.dist-info``
 folders (Apache-2.0, BSD, MIT, PSF, MPL... with their numbered sections), so the demo runs offline on
 the bundled all-MiniLM-L6-v2 with nothing to download.
 
-    python -m deepseek_rag.demo [--out DIR] [--max-documents N]
+    deepseek-rag demo [--out DIR] [--max-documents N]
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
-import sys
 import sysconfig
 import time
 from pathlib import Path
+
+import click
 
 from ..documents import Document
 
@@ -61,52 +61,46 @@ def find_licence_documents(site_packages: Path | None = None, *, max_documents: 
     return sorted(chosen, key=lambda d: d.id)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo-index", help="Index directory to write (default: demo-index).")
-    parser.add_argument("--max-documents", type=int, default=30, help="Licence texts to index (default: 30).")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import transformers
+@click.command("demo")
+@click.option("--out", default="demo-index", show_default=True, type=click.Path(file_okay=False),
+              help="Index directory to write.")
+@click.option("--max-documents", type=click.IntRange(1), default=30, show_default=True, help="Licence texts to index.")
+def demo_command(out: str, max_documents: int) -> None:
+    """Index the licence texts of the installed packages and answer questions about them, offline.
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
+    \b
+    Example:
+      deepseek-rag demo --out demo-index
+    """
     from ..document_index import DocumentIndex
 
-    documents = find_licence_documents(max_documents=args.max_documents)
+    documents = find_licence_documents(max_documents=max_documents)
     if not documents:
-        print("no licence texts found in this environment's site-packages", file=sys.stderr)
-        return 1
+        raise click.ClickException("no licence texts found in this environment's site-packages")
     chars = sum(len(d.text) for d in documents)
-    print(f"Indexing {len(documents)} licence texts ({chars:,} characters) from installed packages...")
+    click.echo(f"Indexing {len(documents)} licence texts ({chars:,} characters) from installed packages...")
     started = time.perf_counter()
     index = DocumentIndex.build(documents)
-    index.save(args.out, overwrite=True)
+    index.save(out, overwrite=True)
     info = index.info()
-    print(f"  {info['chunks']} chunks, index {info['index_spec']}, built in {time.perf_counter() - started:.1f}s → {args.out}/")
+    click.echo(f"  {info['chunks']} chunks, index {info['index_spec']}, built in {time.perf_counter() - started:.1f}s → {out}/")
 
     retriever = index.as_retriever(top_k=2)
     for question in QUESTIONS:
-        print(f"\nQ: {question}")
+        click.echo(f"\nQ: {question}")
         for hit in retriever.retrieve(question):
             passage = " ".join(hit.text.split())
-            print(f"  [{hit.score:.3f}] {hit.doc_id}  chars {hit.start}-{hit.end}")
-            print(f"      {passage[:240]}{'...' if len(passage) > 240 else ''}")
+            click.echo(f"  [{hit.score:.3f}] {hit.doc_id}  chars {hit.start}-{hit.end}")
+            click.echo(f"      {passage[:240]}{'...' if len(passage) > 240 else ''}")
 
     # The generation step: DeepSeek's API when DEEPSEEK_API_KEY is set, an OpenAI-compatible server when
     # DEEPSEEK_RAG_LLM_BASE_URL is, otherwise an offline extractive answer with its sources.
     from ..generation import answer
 
     question = QUESTIONS[0]
-    print(f"\n$ deepseek-rag ask {args.out} {question!r}")
+    click.echo(f"\n$ deepseek-rag ask {out} {question!r}")
     result = answer(index, question, top_k=3)
-    print(result.text)
-    print("Sources:")
+    click.echo(result.text)
+    click.echo("Sources:")
     for rank, source in enumerate(result.sources, 1):
-        print(f"  {rank}. {source.doc_id}:{source.start}-{source.end}  score={source.score:.3f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        click.echo(f"  {rank}. {source.doc_id}:{source.start}-{source.end}  score={source.score:.3f}")

@@ -14,12 +14,13 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..config import Config
 from ..errors import EncoderMismatchError, InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def default_model_path() -> str:
 
 
 @dataclass
-class EncoderConfig:
+class EncoderConfig(Config):
     """How to load and run a :class:`DualEncoder`; every field has the default a user would pick."""
 
     model: str | None = field(
@@ -77,14 +78,6 @@ class EncoderConfig:
             raise InvalidInputError(f"cpu_batch_tokens={self.cpu_batch_tokens} must be at least 1")
         if self.max_seq_length is not None and self.max_seq_length < 8:
             raise InvalidInputError(f"max_seq_length={self.max_seq_length} must be at least 8")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def _read_json(path: Path) -> dict[str, Any] | list[Any] | None:

@@ -16,12 +16,13 @@ import logging
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..config import Config
 from ..documents import Chunk, Document
 from ..errors import InvalidInputError
 
@@ -39,7 +40,7 @@ MARKDOWN_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 
 
 @dataclass
-class ChunkingConfig:
+class ChunkingConfig(Config):
     """How documents are cut into chunks; saved as JSON beside an index so queries chunk the same way."""
 
     mode: str = field(
@@ -85,17 +86,6 @@ class ChunkingConfig:
             )
         if not isinstance(self.snap_to_sentences, bool):
             raise InvalidInputError(f"ChunkingConfig.snap_to_sentences must be a bool, got {self.snap_to_sentences!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ChunkingConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InvalidInputError(f"unknown ChunkingConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
 
 
 def window_budget(tokenizer: Any, config: ChunkingConfig, *, reserved_tokens: int = 0) -> int:

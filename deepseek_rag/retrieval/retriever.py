@@ -20,14 +20,14 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..document_index import DocumentIndex
+from ..documents import DocumentHit, Hit
 from ..errors import InvalidInputError
 from .fusion import DEFAULT_RRF_K, FUSIONS, fuse
+from .protocol import IndexView, SearchableIndex
 
 logger = logging.getLogger(__name__)
 
@@ -48,31 +48,6 @@ UNREADABLE_SHARE = 0.5
 unknown) fusing the dense side in cost 0.10 nDCG@10 (0.183 vs BM25's 0.285)."""
 
 Ranking = list[tuple[int, float]]
-
-
-@dataclass
-class Hit:
-    """One retrieved chunk: ``text == document.text[start:end]``; ``score`` is higher-is-better."""
-
-    chunk_id: int
-    doc_id: str
-    score: float
-    start: int
-    end: int
-    text: str
-    ordinal: int
-    section: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class DocumentHit:
-    """One retrieved document, scored from its chunks; ``hits`` are its best chunks, best first."""
-
-    doc_id: str
-    score: float
-    hits: list[Hit]
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def aggregate_document_scores(scores: Sequence[float], rule: str, temperature: float = 0.05, k: int = 2) -> float:
@@ -115,7 +90,7 @@ class Retriever:
 
     def __init__(
         self,
-        index: DocumentIndex,
+        index: SearchableIndex,
         *,
         top_k: int = 10,
         level: str = "chunk",
@@ -174,9 +149,10 @@ class Retriever:
         queries = _check_queries(queries)
         mode = self._check_mode(mode) if mode is not None else self.mode
         vectors = self._encode(queries, mode)
-        if self.focus_documents:
-            return self._focused_chunk_hits(queries, vectors, k, filters, mode)
-        return self._chunk_hits(queries, vectors, k, filters, mode, expand=True)
+        with self.index.reading() as view:
+            if self.focus_documents:
+                return self._focused_chunk_hits(view, queries, vectors, k, filters, mode)
+            return self._chunk_hits(view, queries, vectors, k, filters, mode, expand=True)
 
     def retrieve_documents(
         self,
@@ -201,7 +177,9 @@ class Retriever:
     ) -> list[list[DocumentHit]]:
         queries = _check_queries(queries)
         mode = self._check_mode(mode) if mode is not None else self.mode
-        return self._document_hits(queries, self._encode(queries, mode), top_k, filters, aggregation, mode)
+        vectors = self._encode(queries, mode)
+        with self.index.reading() as view:
+            return self._document_hits(view, queries, vectors, top_k, filters, aggregation, mode)
 
     def documents_by_vectors(
         self,
@@ -219,7 +197,8 @@ class Retriever:
         retriever's mode (or ``mode``) applies and the sparse side is searched too.
         """
         mode, queries = self._vector_mode(vectors, queries, mode)
-        return self._document_hits(queries, vectors, top_k, filters, aggregation, mode)
+        with self.index.reading() as view:
+            return self._document_hits(view, queries, vectors, top_k, filters, aggregation, mode)
 
     def search_by_vectors(
         self,
@@ -233,7 +212,8 @@ class Retriever:
     ) -> list[list[Hit]]:
         """Chunk hits for already-encoded query vectors (n, dim); ``queries`` as in :meth:`documents_by_vectors`."""
         mode, queries = self._vector_mode(vectors, queries, mode)
-        return self._chunk_hits(queries, vectors, _check_top_k(top_k), filters, mode, expand=expand)
+        with self.index.reading() as view:
+            return self._chunk_hits(view, queries, vectors, _check_top_k(top_k), filters, mode, expand=expand)
 
     # ------------------------------------------------------------------------------------ searching
     def _check_mode(self, mode: str | None) -> str:
@@ -261,16 +241,16 @@ class Retriever:
         return None if mode == "sparse" else self.index.encoder.encode_queries(queries)
 
     def _side_rankings(
-        self, queries: list[str] | None, vectors: np.ndarray | None, depth: int, filters: Mapping[str, Any] | None, mode: str
+        self, view: IndexView, queries: list[str] | None, vectors: np.ndarray | None, depth: int, filters: Mapping[str, Any] | None, mode: str
     ) -> tuple[list[Ranking] | None, list[Ranking] | None]:
         """Each side's (chunk id, score) lists, best first, for the sides ``mode`` uses."""
         merged = {**self.filters, **(filters or {})} or None
         dense = sparse = None
         if mode in ("dense", "hybrid"):
-            scores, ids = self.index.search_vectors(vectors, depth, filters=merged, nprobe=self.nprobe)
+            scores, ids = view.search_vectors(vectors, depth, filters=merged, nprobe=self.nprobe)
             dense = [_ranking(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids)]
         if mode in ("sparse", "hybrid"):
-            scores, ids = self.index.search_sparse(queries, depth, filters=merged)
+            scores, ids = view.search_sparse(queries, depth, filters=merged)
             sparse = [_ranking(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids)]
         return dense, sparse
 
@@ -292,6 +272,7 @@ class Retriever:
 
     def _chunk_hits(
         self,
+        view: IndexView,
         queries: list[str] | None,
         vectors: np.ndarray | None,
         k: int,
@@ -301,25 +282,25 @@ class Retriever:
         expand: bool,
     ) -> list[list[Hit]]:
         depth = min(MAX_TOP_K, k * self.candidate_factor) if mode == "hybrid" else k
-        dense, sparse = self._side_rankings(queries, vectors, depth, filters, mode)
+        dense, sparse = self._side_rankings(view, queries, vectors, depth, filters, mode)
         if mode == "hybrid":
             rankings = [self._fuse(d, s, self._readable(q))[:k] for q, d, s in zip(queries, dense, sparse)]
         else:
             rankings = dense if mode == "dense" else sparse
-        chunks = self.index.store.get_chunks(sorted({i for ranking in rankings for i, _ in ranking}))
+        chunks = view.get_chunks(sorted({i for ranking in rankings for i, _ in ranking}))
         results = []
         for ranking in rankings:
             hits = [_hit(chunks[i], s) for i, s in ranking if i in chunks]
             if expand and self.expand_neighbors:
-                hits = [self._expand(h) for h in hits]
+                hits = [self._expand(view, h) for h in hits]
             results.append(hits)
         return results
 
     def _focused_chunk_hits(
-        self, queries: list[str], vectors: np.ndarray | None, k: int, filters: Mapping[str, Any] | None, mode: str
+        self, view: IndexView, queries: list[str], vectors: np.ndarray | None, k: int, filters: Mapping[str, Any] | None, mode: str
     ) -> list[list[Hit]]:
         """The best chunks inside each query's top ``focus_documents`` documents (see the class docstring)."""
-        documents = self._document_hits(queries, vectors, self.focus_documents, filters, None, mode)
+        documents = self._document_hits(view, queries, vectors, self.focus_documents, filters, None, mode)
         results = []
         for i, (query, found) in enumerate(zip(queries, documents)):
             if not found:
@@ -329,11 +310,12 @@ class Retriever:
             within = "dense" if readable else "sparse"
             focused = {**(filters or {}), "doc_id": [d.doc_id for d in found]}
             vector = None if vectors is None else vectors[i : i + 1]
-            results.append(self._chunk_hits([query], vector, k, focused, within, expand=True)[0])
+            results.append(self._chunk_hits(view, [query], vector, k, focused, within, expand=True)[0])
         return results
 
     def _document_hits(
         self,
+        view: IndexView,
         queries: list[str] | None,
         vectors: np.ndarray | None,
         top_k: int | None,
@@ -345,10 +327,10 @@ class Retriever:
         rule = _check_choice("aggregation", aggregation or self.aggregation, AGGREGATIONS)
         chunk_k = min(MAX_TOP_K, k * self.candidate_factor)
         if mode != "hybrid":
-            per_query = self._chunk_hits(queries, vectors, chunk_k, filters, mode, expand=False)
-            return [self._group(hits, k, rule) for hits in per_query]
-        dense, sparse = self._side_rankings(queries, vectors, chunk_k, filters, mode)
-        chunks = self.index.store.get_chunks(sorted({i for side in (dense, sparse) for r in side for i, _ in r}))
+            per_query = self._chunk_hits(view, queries, vectors, chunk_k, filters, mode, expand=False)
+            return [self._group(view, hits, k, rule) for hits in per_query]
+        dense, sparse = self._side_rankings(view, queries, vectors, chunk_k, filters, mode)
+        chunks = view.get_chunks(sorted({i for side in (dense, sparse) for r in side for i, _ in r}))
         results = []
         for query, dense_ranking, sparse_ranking in zip(queries, dense, sparse):
             readable = self._readable(query)
@@ -364,12 +346,12 @@ class Retriever:
             ]
             if self.expand_neighbors:
                 for doc in docs:
-                    doc.hits = [self._expand(h) for h in doc.hits]
+                    doc.hits = [self._expand(view, h) for h in doc.hits]
             results.append(docs)
         return results
 
     # ------------------------------------------------------------------------------------ helpers
-    def _group(self, hits: list[Hit], k: int, rule: str) -> list[DocumentHit]:
+    def _group(self, view: IndexView, hits: list[Hit], k: int, rule: str) -> list[DocumentHit]:
         by_doc: dict[str, list[Hit]] = defaultdict(list)
         for hit in hits:
             by_doc[hit.doc_id].append(hit)
@@ -381,16 +363,16 @@ class Retriever:
         docs = docs[:k]
         if self.expand_neighbors:
             for doc in docs:
-                doc.hits = [self._expand(h) for h in doc.hits]
+                doc.hits = [self._expand(view, h) for h in doc.hits]
         return docs
 
-    def _expand(self, hit: Hit) -> Hit:
+    def _expand(self, view: IndexView, hit: Hit) -> Hit:
         n = self.expand_neighbors
-        window = self.index.store.chunks_of(hit.doc_id, hit.ordinal - n, hit.ordinal + n)
+        window = view.chunks_of(hit.doc_id, hit.ordinal - n, hit.ordinal + n)
         if len(window) <= 1:
             return hit
         start, end = min(c.start for c in window), max(c.end for c in window)
-        text = self.index.store.document_span(hit.doc_id, start, end)
+        text = view.document_span(hit.doc_id, start, end)
         return Hit(hit.chunk_id, hit.doc_id, hit.score, start, end, text, hit.ordinal, hit.section, hit.metadata)
 
 

@@ -1,44 +1,42 @@
-"""The lexical side of an index: BM25 (bm25s) over the same chunks the vectors hold, keyed by chunk id.
+"""The lexical side of an index: BM25 over per-segment postings, scored with the whole version's statistics.
 
-bm25s builds a static sparse matrix of precomputed term scores, so this index keeps each chunk's
-analysed terms (as ids into a term table) and rebuilds the matrix from them when the chunk set has
-changed: lazily, before the first search after a change, and before a save. Chunks whose terms it
-has not seen in this process (an index just loaded, or one saved before it had a sparse side) are
-analysed again from their stored text. Matrix positions follow ascending chunk ids, so a chunk id
-maps to its position by binary search.
+Each segment keeps its chunks' term postings (term → chunk positions and term frequencies, CSC order), the
+chunk lengths and the chunk ids, written once as ``.npy`` files and memory-mapped when read. A search
+computes BM25 at query time from the statistics of the *live* chunks of every segment of the version —
+chunk count, mean length and each query term's document frequency, with deleted chunks left out — so an
+index made of many segments with deletion markers scores exactly as one built from scratch over the same
+chunks. The formulas are bm25s's (``lucene``: idf ``log(1 + (N - df + .5)/(df + .5))``, tf part
+``tf / (tf + k1·(1 - b + b·len/avglen))``; ``atire``), and tests check the scores against bm25s itself.
 
-The matrix, the term table and the position → chunk id map are saved as one ``.npz`` file that the
-index directory writes with the same pending / commit / rename protocol as ``vectors.faiss``.
-It is derived data: a missing or damaged file is rebuilt from the store, never an error.
+Why not bm25s's own index: it bakes idf and the mean length into one static score matrix, so any upsert
+would mean rebuilding and rewriting the whole matrix; publishing a version must cost what the change costs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import zipfile
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .analysis import CHINESE_MODES, Analyzer, stemmer_language
-from ..documents import Chunk
+from ..config import Config
 from ..errors import IndexFormatError, InvalidInputError
+from .analysis import CHINESE_MODES, Analyzer, stemmer_language
 
 logger = logging.getLogger(__name__)
 
-SPARSE_FORMAT_VERSION = 1
-# bm25s variants whose scores are never negative (Robertson idf is, for terms in most chunks; BM25L / BM25+
-# need a non-occurrence array this file does not keep).
+POSTINGS_FORMAT_VERSION = 1
 BM25_METHODS = ("lucene", "atire")
+_ARRAYS = ("ptr", "rows", "tf", "lengths", "chunk_ids")
 
 
 @dataclass
-class SparseConfig:
+class SparseConfig(Config):
     """How chunks are analysed and scored on the lexical side; saved in the manifest with the index settings."""
 
     enabled: bool = field(default=True, metadata={"help": "Keep a BM25 index beside the vectors (sparse / hybrid search)."})
@@ -47,7 +45,7 @@ class SparseConfig:
     )
     k1: float = field(default=1.5, metadata={"help": "BM25 term-frequency saturation (bm25s default)."})
     b: float = field(default=0.75, metadata={"help": "BM25 length normalisation, 0 (none) to 1 (full)."})
-    method: str = field(default="lucene", metadata={"help": f"bm25s scoring variant: {', '.join(BM25_METHODS)}."})
+    method: str = field(default="lucene", metadata={"help": f"Scoring variant: {', '.join(BM25_METHODS)} (as bm25s)."})
     stemming: bool = field(default=True, metadata={"help": "Snowball-stem non-Chinese words in the document's language."})
     stopwords: bool = field(default=True, metadata={"help": "Drop the language's stop words (bm25s lists)."})
     chinese_stopwords: bool = field(default=True, metadata={"help": "Also drop bm25s's 841 Chinese stop words."})
@@ -62,278 +60,299 @@ class SparseConfig:
             raise InvalidInputError(f"SparseConfig.method={self.method!r} is not one of {', '.join(BM25_METHODS)}")
         if self.chinese not in CHINESE_MODES:
             raise InvalidInputError(f"SparseConfig.chinese={self.chinese!r} is not one of {', '.join(CHINESE_MODES)}")
-        if not (isinstance(self.k1, (int, float)) and self.k1 >= 0):
+        if isinstance(self.k1, bool) or not isinstance(self.k1, (int, float)) or self.k1 < 0:
             raise InvalidInputError(f"SparseConfig.k1={self.k1!r} must be a number >= 0")
-        if not (isinstance(self.b, (int, float)) and 0 <= self.b <= 1):
+        if isinstance(self.b, bool) or not isinstance(self.b, (int, float)) or not 0 <= self.b <= 1:
             raise InvalidInputError(f"SparseConfig.b={self.b!r} must be between 0 and 1")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def analysis_key(self) -> dict[str, Any]:
+        """The fields that decide a chunk's terms (postings written with others must be rebuilt)."""
+        return {k: getattr(self, k) for k in ("headers", "stemming", "stopwords", "chinese_stopwords", "chinese", "simplified")}
+
+    def analyzer(self, language: str | None) -> Analyzer:
+        """The analyzer for text in ``language`` under this config."""
+        return Analyzer(
+            language, stemming=self.stemming, stopwords=self.stopwords, chinese_stopwords=self.chinese_stopwords,
+            chinese=self.chinese, simplified=self.simplified,
+        )
+
+
+class Postings:
+    """Term postings of one segment: immutable, built from term lists or opened from files.
+
+    ``vocab[t]`` is local term ``t``; its postings are ``rows[ptr[t]:ptr[t+1]]`` (chunk positions, ascending)
+    with term frequencies ``tf[...]``; ``lengths[p]`` is chunk ``p``'s term count, ``chunk_ids[p]`` its id
+    (ascending). ``algorithms`` are the stemmers its chunks were analysed with (queries are analysed with each).
+    """
+
+    def __init__(
+        self, vocab: list[str], ptr: np.ndarray, rows: np.ndarray, tf: np.ndarray, lengths: np.ndarray,
+        chunk_ids: np.ndarray, algorithms: Sequence[str],
+    ) -> None:
+        self.vocab = vocab
+        self.term_index = {term: i for i, term in enumerate(vocab)}
+        self.ptr, self.rows, self.tf, self.lengths, self.chunk_ids = ptr, rows, tf, lengths, chunk_ids
+        self.algorithms = list(algorithms)
+        self.total_length = float(np.sum(lengths, dtype=np.float64))
+
+    def __len__(self) -> int:
+        return len(self.chunk_ids)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SparseConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InvalidInputError(f"unknown SparseConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+    def from_terms(cls, chunk_ids: Sequence[int], term_lists: Sequence[Sequence[str]], algorithms: Iterable[str]) -> Postings:
+        """Postings of chunks ``chunk_ids`` (ascending) whose analysed terms are ``term_lists``."""
+        ids = np.asarray(chunk_ids, dtype=np.int64)
+        if len(ids) != len(term_lists):
+            raise InvalidInputError(f"{len(ids)} chunk ids but {len(term_lists)} term lists")
+        if len(ids) > 1 and not np.all(np.diff(ids) > 0):
+            raise InvalidInputError("postings need ascending, unique chunk ids")
+        vocab: dict[str, int] = {}
+        encoded = [np.fromiter((vocab.setdefault(t, len(vocab)) for t in terms), dtype=np.int64, count=len(terms))
+                   for terms in term_lists]
+        lengths = np.fromiter((len(t) for t in term_lists), dtype=np.float32, count=len(term_lists))
+        cols = np.concatenate(encoded) if encoded else np.empty(0, dtype=np.int64)
+        rows = np.repeat(np.arange(len(ids), dtype=np.int64), lengths.astype(np.int64))
+        return cls._from_coo(list(vocab), cols, rows, np.ones(len(cols), dtype=np.float32), lengths, ids, algorithms)
 
-    def analysis_key(self) -> dict[str, Any]:
-        """The fields that decide a chunk's terms (a saved matrix built with others is rebuilt)."""
-        return {k: v for k, v in self.to_dict().items() if k != "enabled"}
+    @classmethod
+    def _from_coo(cls, vocab: list[str], cols: np.ndarray, rows: np.ndarray, counts: np.ndarray, lengths: np.ndarray,
+                  chunk_ids: np.ndarray, algorithms: Iterable[str]) -> Postings:
+        n = max(1, len(chunk_ids))
+        keys, inverse = np.unique(cols * n + rows, return_inverse=True)  # sorted by term, then position
+        tf = np.bincount(inverse, weights=counts, minlength=len(keys)).astype(np.float32)
+        term_of = keys // n
+        ptr = np.zeros(len(vocab) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(term_of, minlength=len(vocab)), out=ptr[1:])
+        return cls(vocab, ptr, (keys % n).astype(np.int32), tf, lengths.astype(np.float32), chunk_ids,
+                   list(dict.fromkeys(algorithms)))
+
+    @classmethod
+    def merge(cls, parts: Sequence[tuple[Postings, np.ndarray | None]]) -> Postings:
+        """One postings object from ``(postings, keep_mask)`` parts (chunk ids ascending across parts)."""
+        vocab: dict[str, int] = {}
+        cols_all, rows_all, tf_all, lengths_all, ids_all, algorithms = [], [], [], [], [], []
+        offset = 0
+        for postings, keep in parts:
+            keep = np.ones(len(postings), dtype=bool) if keep is None else keep
+            new_position = np.cumsum(keep) - 1 + offset
+            remap = np.fromiter((vocab.setdefault(t, len(vocab)) for t in postings.vocab), dtype=np.int64,
+                                count=len(postings.vocab))
+            cols = np.repeat(remap, np.diff(postings.ptr))
+            rows = np.asarray(postings.rows, dtype=np.int64)
+            alive = keep[rows]
+            cols_all.append(cols[alive])
+            rows_all.append(new_position[rows[alive]])
+            tf_all.append(np.asarray(postings.tf)[alive])
+            lengths_all.append(np.asarray(postings.lengths)[keep])
+            ids_all.append(np.asarray(postings.chunk_ids)[keep])
+            algorithms.extend(postings.algorithms)
+            offset += int(keep.sum())
+        ids = np.concatenate(ids_all) if ids_all else np.empty(0, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")
+        if len(ids) > 1 and not np.all(order == np.arange(len(ids))):
+            position = np.empty_like(order)
+            position[order] = np.arange(len(order))
+            rows_all = [position[r] for r in rows_all]
+            ids = ids[order]
+            lengths = np.concatenate(lengths_all)[order]
+        else:
+            lengths = np.concatenate(lengths_all) if lengths_all else np.empty(0, dtype=np.float32)
+        cat = lambda arrays, dtype: np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)  # noqa: E731
+        return cls._from_coo(list(vocab), cat(cols_all, np.int64), cat(rows_all, np.int64), cat(tf_all, np.float32),
+                             lengths, ids, algorithms)
+
+    # ------------------------------------------------------------------------------------ files
+    def save(self, folder: Path, config: SparseConfig) -> dict[str, int]:
+        """Write the postings into ``folder`` (created); returns file name → size."""
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"format_version": POSTINGS_FORMAT_VERSION, "analysis": config.analysis_key(),
+                "algorithms": self.algorithms, "chunks": len(self), "vocab": self.vocab}
+        sizes = {}
+        (folder / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        for name in _ARRAYS:
+            np.save(folder / f"{name}.npy", np.ascontiguousarray(getattr(self, name)), allow_pickle=False)
+        for path in folder.iterdir():
+            sizes[f"{folder.name}/{path.name}"] = path.stat().st_size
+        return sizes
+
+    @classmethod
+    def open(cls, folder: Path, config: SparseConfig) -> Postings:
+        """Postings written by :meth:`save`, memory-mapped; written under other analysis settings is an error."""
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            if meta.get("format_version") != POSTINGS_FORMAT_VERSION:
+                raise IndexFormatError(
+                    f"{folder} has postings format {meta.get('format_version')!r}; this library reads "
+                    f"{POSTINGS_FORMAT_VERSION}. Upgrade deepseek-rag or rebuild the index."
+                )
+            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _ARRAYS}
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexFormatError(f"{folder} does not hold readable BM25 postings ({exc}); rebuild the index") from exc
+        if len(arrays["chunk_ids"]) != meta.get("chunks") or len(arrays["ptr"]) != len(meta["vocab"]) + 1:
+            raise IndexFormatError(f"{folder}: the BM25 postings are truncated; rebuild the index")
+        if meta.get("analysis") != config.analysis_key():
+            raise IndexFormatError(
+                f"{folder}: the BM25 postings were analysed with other settings ({meta.get('analysis')}) than the index "
+                f"records ({config.analysis_key()}); rebuild the index"
+            )
+        return cls(meta["vocab"], arrays["ptr"], arrays["rows"], arrays["tf"], arrays["lengths"], arrays["chunk_ids"],
+                   meta.get("algorithms") or [])
+
+    def nbytes(self) -> int:
+        return int(sum(np.asarray(getattr(self, name)).nbytes for name in _ARRAYS))
+
+
+@dataclass
+class PostingsPart:
+    """One segment's postings as a version sees them: which positions are live, which a filter allows."""
+
+    postings: Postings
+    live: np.ndarray | None = None  # bool per position; None = every chunk is live
 
 
 class SparseIndex:
-    """BM25 over chunk terms with chunk-id keys: add, remove, rebuild, search, save, load.
+    """BM25 over the live chunks of one or more postings parts (a version's segments).
 
-    Not thread-safe by itself: :class:`~deepseek_rag.DocumentIndex` calls it under its lock.
+    >>> sparse = SparseIndex.from_texts([1, 2], ["rent is due", "the roof leaks"])
+    >>> sparse.search(["roof"], 1)[1].tolist()
+    [[2]]
     """
 
-    def __init__(self, config: SparseConfig | None = None) -> None:
+    def __init__(self, parts: Sequence[PostingsPart], config: SparseConfig | None = None) -> None:
         self.config = config or SparseConfig()
+        self.parts = [p for p in parts if len(p.postings)]
+        self.chunks = sum(len(p.postings) if p.live is None else int(p.live.sum()) for p in self.parts)
+        total = 0.0
+        for part in self.parts:
+            lengths = np.asarray(part.postings.lengths, dtype=np.float64)
+            total += part.postings.total_length if part.live is None else float(lengths[part.live].sum())
+        self.mean_length = total / self.chunks if self.chunks else 0.0
+        self.algorithms = list(dict.fromkeys(a for p in self.parts for a in p.postings.algorithms)) or ["english"]
         self._analyzers: dict[str, Analyzer] = {}
-        self._term_ids: dict[str, int] = {}  # term → id in this process's term table
-        self._terms: list[str] = []
-        self._chunk_terms: dict[int, np.ndarray] = {}  # chunk id → term ids (may miss chunks after a load)
-        self._bm25: Any = None
-        self._chunk_ids = np.empty(0, dtype=np.int64)  # matrix position → chunk id, ascending
-        self._algorithms: list[str] = []  # stemmers of the indexed chunks, for analysing queries
-        self.stale = True  # the matrix does not reflect the chunk set; rebuild before searching
 
-    # ------------------------------------------------------------------------------------ analysis
-    def analyzer(self, language: str | None) -> Analyzer:
-        """The analyzer for text in ``language`` (ISO code or Snowball name; None = English rules)."""
-        algorithm = stemmer_language(language)
-        analyzer = self._analyzers.get(algorithm)
-        if analyzer is None:
-            c = self.config
-            analyzer = self._analyzers[algorithm] = Analyzer(
-                language, stemming=c.stemming, stopwords=c.stopwords, chinese_stopwords=c.chinese_stopwords,
-                chinese=c.chinese, simplified=c.simplified,
-            )
-        return analyzer
+    @classmethod
+    def from_texts(cls, chunk_ids: Sequence[int], texts: Sequence[str], config: SparseConfig | None = None,
+                   language: str | None = "en") -> SparseIndex:
+        """A one-part index over ``texts`` (for tests and small jobs)."""
+        config = config or SparseConfig()
+        analyzer = config.analyzer(language)
+        postings = Postings.from_terms(chunk_ids, [analyzer(t) for t in texts], [stemmer_language(language)])
+        return cls([PostingsPart(postings)], config)
 
-    def analyze(self, text: str, language: str | None) -> list[str]:
-        return self.analyzer(language)(text)
+    def __len__(self) -> int:
+        """Live chunks searched."""
+        return self.chunks
 
     def analyze_query(self, query: str) -> list[str]:
         """Query terms under every stemmer the indexed chunks use (usually one), first-seen order, repeats kept
-        from the first. A query thus matches a document whatever language that document was detected as."""
-        algorithms = self._algorithms or ["english"]
-        terms = self.analyzer(algorithms[0])(query)
+        from the first, so a query matches a document whatever language that document was detected as."""
+        terms = self._analyzer(self.algorithms[0])(query)
         seen = set(terms)
-        for algorithm in algorithms[1:]:
-            extra = [t for t in self.analyzer(algorithm)(query) if t not in seen]
+        for algorithm in self.algorithms[1:]:
+            extra = [t for t in self._analyzer(algorithm)(query) if t not in seen]
             terms.extend(extra)
             seen.update(extra)
         return terms
 
-    def _encode_terms(self, terms: list[str]) -> np.ndarray:
-        ids = self._term_ids
-        out = np.empty(len(terms), dtype=np.int32)
-        for i, term in enumerate(terms):
-            term_id = ids.get(term)
-            if term_id is None:
-                term_id = ids[term] = len(self._terms)
-                self._terms.append(term)
-            out[i] = term_id
-        return out
+    def _analyzer(self, algorithm: str) -> Analyzer:
+        analyzer = self._analyzers.get(algorithm)
+        if analyzer is None:
+            analyzer = self._analyzers[algorithm] = self.config.analyzer(algorithm)
+        return analyzer
 
-    # ------------------------------------------------------------------------------------ changes
-    def add(self, chunk_ids: Sequence[int], chunk_terms: Sequence[list[str]]) -> None:
-        """Record the terms of newly stored chunks (the matrix is rebuilt before the next search)."""
-        if len(chunk_ids) != len(chunk_terms):
-            raise InvalidInputError(f"{len(chunk_ids)} chunk ids but {len(chunk_terms)} term lists")
-        for chunk_id, terms in zip(chunk_ids, chunk_terms):
-            self._chunk_terms[int(chunk_id)] = self._encode_terms(terms)
-        if len(chunk_ids):
-            self.stale = True
-
-    def remove(self, chunk_ids: Iterable[int]) -> None:
-        for chunk_id in chunk_ids:
-            self._chunk_terms.pop(int(chunk_id), None)
-            self.stale = True
-
-    def rebuild(self, batches: Iterable[list[Chunk]], text_of: Callable[[Chunk], str]) -> None:
-        """Rebuild the matrix over every chunk in ``batches`` (id order), analysing ``text_of(chunk)`` for
-        chunks whose terms are not known yet."""
-        bm25s = _import_bm25s()
-
-        chunk_ids: list[int] = []
-        per_chunk: list[np.ndarray] = []
-        algorithms: dict[str, None] = {}
-        analysed = 0
-        for batch in batches:
-            for chunk in batch:
-                language = chunk.metadata.get("language")
-                algorithms[stemmer_language(language)] = None
-                terms = self._chunk_terms.get(int(chunk.id))
-                if terms is None:
-                    terms = self._chunk_terms[int(chunk.id)] = self._encode_terms(self.analyze(text_of(chunk), language))
-                    analysed += 1
-                chunk_ids.append(int(chunk.id))
-                per_chunk.append(terms)
-        if analysed:
-            logger.info("analysed %d chunks for the sparse index", analysed)
-        self._chunk_terms = dict(zip(chunk_ids, per_chunk))  # forget chunks that are gone
-        self._chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
-        if len(self._chunk_ids) > 1 and not np.all(np.diff(self._chunk_ids) > 0):
-            order = np.argsort(self._chunk_ids, kind="stable")
-            self._chunk_ids = self._chunk_ids[order]
-            per_chunk = [per_chunk[i] for i in order]
-        self._algorithms = list(algorithms)
-        self._bm25 = None
-        lengths = np.fromiter((len(t) for t in per_chunk), dtype=np.int64, count=len(per_chunk))
-        if lengths.sum() > 0:
-            # Number the terms in use 0..V-1 (the term table also holds terms of deleted chunks).
-            used, compact = np.unique(np.concatenate(per_chunk), return_inverse=True)
-            splits = np.split(compact.astype(np.int32), np.cumsum(lengths)[:-1])
-            vocab = {self._terms[t]: i for i, t in enumerate(used.tolist())}
-            bm25 = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
-            bm25.index(([s.tolist() for s in splits], vocab), create_empty_token=False, show_progress=False)
-            self._bm25 = bm25
-        self.stale = False
-
-    # ------------------------------------------------------------------------------------ search
-    def __len__(self) -> int:
-        """Chunks in the current matrix."""
-        return len(self._chunk_ids)
+    def _idf(self, df: int) -> float:
+        n = self.chunks
+        if self.config.method == "atire":
+            return math.log(n / df)
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
     def search(
         self, queries: Sequence[str], k: int, *, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """BM25 scores and chunk ids, both (n, k), best first; chunks sharing no term with a query are left
-        out (score -inf, id -1), so a query with no terms after analysis finds nothing."""
-        if self.stale:
-            raise InvalidInputError("the sparse index changed since it was built; call rebuild() first")
-        n = len(queries)
-        scores = np.full((n, k), -np.inf, dtype=np.float32)
-        ids = np.full((n, k), -1, dtype=np.int64)
-        if self._bm25 is None:
+        """BM25 scores and chunk ids, both (n, k), best first (ties by chunk id); chunks sharing no term with a
+        query are left out (score -inf, id -1). ``allowed_ids`` (ascending) restricts the chunks scored."""
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        if not self.chunks:
             return scores, ids
-        mask = None
-        if allowed_ids is not None:
-            allowed = np.asarray(allowed_ids, dtype=np.int64)
-            positions = np.searchsorted(self._chunk_ids, allowed)
-            positions = positions[positions < len(self._chunk_ids)]
-            positions = positions[np.isin(self._chunk_ids[positions], allowed)]
-            mask = np.zeros(len(self._chunk_ids), dtype=bool)
-            mask[positions] = True
-        vocab = self._bm25.vocab_dict
+        allowed_masks = [self._allowed_mask(p, allowed_ids) for p in self.parts] if allowed_ids is not None else None
         for row, query in enumerate(queries):
-            term_ids = [vocab[t] for t in self.analyze_query(query) if t in vocab]
-            if not term_ids:
+            found_scores, found_ids = self._score(self.analyze_query(query), allowed_masks)
+            if not len(found_ids):
                 continue
-            row_scores = self._bm25.get_scores_from_ids(term_ids)
-            if mask is not None:
-                row_scores = np.where(mask, row_scores, 0)
-            hits = np.flatnonzero(row_scores > 0)
-            if len(hits) > k:
-                hits = hits[np.argpartition(-row_scores[hits], k - 1)[:k]]
-            hits = hits[np.lexsort((hits, -row_scores[hits]))]  # best first, ties by chunk id
-            scores[row, : len(hits)] = row_scores[hits]
-            ids[row, : len(hits)] = self._chunk_ids[hits]
+            if len(found_ids) > k:
+                keep = np.argpartition(-found_scores, k - 1)[:k]
+                found_scores, found_ids = found_scores[keep], found_ids[keep]
+            order = np.lexsort((found_ids, -found_scores))
+            scores[row, : len(order)] = found_scores[order]
+            ids[row, : len(order)] = found_ids[order]
         return scores, ids
 
-    # ------------------------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> None:
-        """Write the built matrix to one file at ``path`` (fsynced); rebuild first if it is stale."""
-        if self.stale:
-            raise InvalidInputError("the sparse index changed since it was built; call rebuild() first")
-        bm25 = self._bm25
-        meta = {
-            "format_version": SPARSE_FORMAT_VERSION,
-            "config": self.config.analysis_key(),
-            "algorithms": self._algorithms,
-            "chunks": len(self._chunk_ids),
-        }
-        empty_i = np.empty(0, dtype=np.int32)
-        vocab = sorted(bm25.vocab_dict, key=bm25.vocab_dict.get) if bm25 is not None else []
-        arrays = {
-            "meta": _json_bytes(meta),
-            "vocab": _json_bytes(vocab),
-            "chunk_ids": self._chunk_ids,
-            "data": bm25.scores["data"] if bm25 is not None else np.empty(0, dtype=np.float32),
-            "indices": bm25.scores["indices"] if bm25 is not None else empty_i,
-            "indptr": bm25.scores["indptr"] if bm25 is not None else empty_i,
-        }
-        with open(path, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
+    @staticmethod
+    def _allowed_mask(part: PostingsPart, allowed_ids: np.ndarray) -> np.ndarray:
+        chunk_ids = np.asarray(part.postings.chunk_ids)
+        allowed = np.asarray(allowed_ids, dtype=np.int64)
+        positions = np.searchsorted(chunk_ids, allowed)
+        inside = positions < len(chunk_ids)
+        positions, allowed = positions[inside], allowed[inside]
+        mask = np.zeros(len(chunk_ids), dtype=bool)
+        mask[positions[chunk_ids[positions] == allowed]] = True
+        return mask
 
-    @classmethod
-    def load(cls, path: str | Path, config: SparseConfig) -> SparseIndex:
-        """Read a file written by :meth:`save`; one written with other analysis settings comes back stale."""
-        bm25s = _import_bm25s()
+    def _score(self, terms: list[str], allowed_masks: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        counts: dict[str, int] = {}
+        for term in terms:
+            counts[term] = counts.get(term, 0) + 1
+        k1, b, avg = float(self.config.k1), float(self.config.b), self.mean_length or 1.0
+        # The postings of each query term in each part, live chunks only; df counts them over every part.
+        per_part: list[list[tuple[float, np.ndarray, np.ndarray]]] = [[] for _ in self.parts]
+        for term, repeats in counts.items():
+            found = []
+            df = 0
+            for i, part in enumerate(self.parts):
+                t = part.postings.term_index.get(term)
+                if t is None:
+                    continue
+                lo, hi = int(part.postings.ptr[t]), int(part.postings.ptr[t + 1])
+                rows = np.asarray(part.postings.rows[lo:hi])
+                tf = np.asarray(part.postings.tf[lo:hi])
+                if part.live is not None:
+                    alive = part.live[rows]
+                    rows, tf = rows[alive], tf[alive]
+                df += len(rows)
+                found.append((i, rows, tf))
+            if not df:
+                continue
+            weight = repeats * self._idf(df)
+            for i, rows, tf in found:
+                per_part[i].append((weight, rows, tf))
+        all_scores, all_ids = [], []
+        for i, contributions in enumerate(per_part):
+            if not contributions:
+                continue
+            postings = self.parts[i].postings
+            lengths = np.asarray(postings.lengths)
+            rows = np.concatenate([r for _, r, _ in contributions])
+            values = np.concatenate([
+                w * self._tf_part(tf.astype(np.float64), lengths[r].astype(np.float64), k1, b, avg)
+                for w, r, tf in contributions
+            ])
+            positions, inverse = np.unique(rows, return_inverse=True)
+            summed = np.bincount(inverse, weights=values, minlength=len(positions))
+            keep = summed > 0
+            if allowed_masks is not None:
+                keep &= allowed_masks[i][positions]
+            all_scores.append(summed[keep])
+            all_ids.append(np.asarray(postings.chunk_ids)[positions[keep]])
+        if not all_scores:
+            return np.empty(0), np.empty(0, dtype=np.int64)
+        return np.concatenate(all_scores), np.concatenate(all_ids)
 
-        index = cls(config)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(data["meta"].tobytes())
-                if meta.get("format_version") != SPARSE_FORMAT_VERSION:
-                    raise IndexFormatError(
-                        f"{path} has sparse format {meta.get('format_version')!r}; this library reads "
-                        f"{SPARSE_FORMAT_VERSION}. Upgrade deepseek-rag, or delete the file to rebuild it."
-                    )
-                vocab = json.loads(data["vocab"].tobytes())
-                chunk_ids = data["chunk_ids"].astype(np.int64)
-                scores = {"data": data["data"], "indices": data["indices"], "indptr": data["indptr"]}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            if isinstance(exc, IndexFormatError):
-                raise
-            raise IndexFormatError(f"{path} is not a readable sparse index ({exc}); delete it to rebuild it") from exc
-        if meta.get("config") != config.analysis_key():
-            logger.info("%s was built with other sparse settings; it will be rebuilt", path)
-            return index
-        index._chunk_ids = chunk_ids
-        index._algorithms = list(meta.get("algorithms") or [])
-        if vocab:
-            bm25 = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
-            bm25.scores = {**scores, "num_docs": len(chunk_ids)}
-            bm25.vocab_dict = {term: i for i, term in enumerate(vocab)}
-            bm25.nonoccurrence_array = None
-            index._bm25 = bm25
-        index.stale = False
-        return index
+    def _tf_part(self, tf: np.ndarray, lengths: np.ndarray, k1: float, b: float, avg: float) -> np.ndarray:
+        norm = k1 * (1 - b + b * lengths / avg)
+        if self.config.method == "atire":
+            return tf * (k1 + 1) / (tf + norm)
+        return tf / (tf + norm)
 
     def nbytes(self) -> int:
-        """Bytes held by the matrix (the saved file is about this size plus the term table)."""
-        if self._bm25 is None:
-            return 0
-        return int(sum(a.nbytes for a in (self._bm25.scores["data"], self._bm25.scores["indices"], self._bm25.scores["indptr"])))
-
-
-def _json_bytes(value: Any) -> np.ndarray:
-    return np.frombuffer(json.dumps(value, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
-
-
-SPARSE_NAME = "sparse.npz"
-
-
-def settle_sparse_file(folder: Path, expected_checksum: str | None) -> Path | None:
-    """The sparse file that matches the committed store, finishing an interrupted save; None when there is
-    none to trust (an index saved before it had a sparse side, or a damaged file): it is rebuilt from the store."""
-    from ..storage.layout import PENDING_SUFFIX, file_checksum, fsync_path
-
-    current = folder / SPARSE_NAME
-    pending = folder / (SPARSE_NAME + PENDING_SUFFIX)
-    if expected_checksum is not None and current.is_file() and file_checksum(current) == expected_checksum:
-        if pending.exists():
-            pending.unlink()  # a save that never committed
-        return current
-    if expected_checksum is not None and pending.is_file() and file_checksum(pending) == expected_checksum:
-        os.replace(pending, current)  # a save that committed but did not finish its rename
-        fsync_path(folder)
-        return current
-    if expected_checksum is not None:
-        logger.warning("%s is missing or does not match chunks.sqlite; the sparse index is rebuilt from the store", current)
-    return None
-
-
-def _import_bm25s():
-    """Import bm25s, undoing the DEBUG level it forces on its logger so it follows the app's logging."""
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.NOTSET)
-    return bm25s
+        return sum(p.postings.nbytes() for p in self.parts)

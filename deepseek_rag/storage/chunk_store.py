@@ -1,28 +1,34 @@
-"""SQLite storage for documents and chunks: the source of truth an index directory is rebuilt around.
+"""SQLite storage for the documents and chunks of one segment: written once, then only read.
 
-Chunk ids are ``INTEGER PRIMARY KEY AUTOINCREMENT`` and double as the FAISS ids, so the chunk ↔ vector
-map is the identity and an id is never reused after a delete. Changes collect in one open transaction
-and become visible to other processes only at :meth:`ChunkStore.commit`; that commit is the moment an
-index directory moves from its old state to its new one (see ``document_index.py``).
+A store is built in memory (``ChunkStore()``) or straight into a file (``ChunkStore.create(path)``) with the
+chunk ids the index assigns — int64, never reused, the same ids the vectors carry. Once a segment is
+published its file never changes, so readers open it with ``immutable=1``: no locks, no journal, nothing
+written, which is also what makes an index on a read-only mount searchable. Several threads read at once
+through a small pool of connections (SQLite releases the GIL while it works).
 
-One connection is shared by every thread, guarded by a lock: SQLite serialises writers anyway, and the
-index process's own readers must see its uncommitted writes.
+This module stores and reads rows; which rows are live (deletion markers) is the segment's business.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from ..documents import Chunk, Document
 from ..errors import IndexFormatError, InvalidInputError
+from ..vectors.filters import Filter
+from .sql_filter import filter_sql
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,7 @@ CREATE TABLE IF NOT EXISTS documents (
     metadata TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     doc_id TEXT NOT NULL REFERENCES documents(doc_id),
     ordinal INTEGER NOT NULL,
     start INTEGER NOT NULL,
@@ -46,226 +52,325 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
 """
+_CHUNK_COLUMNS = 'c.id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.section, d.metadata'
+_READ_CONNECTIONS = 2  # opened with a read-only store: later ones are opened on demand
 
-_FILTER_KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+def metadata_json(metadata: Mapping[str, Any]) -> str:
+    """Metadata as stored: JSON, non-finite floats as strings ("NaN"), unknown types via ``str``."""
+    return json.dumps(_finite(metadata), ensure_ascii=False, default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class ChunkStore:
-    """Documents and their chunks in one SQLite file (or in memory when ``path`` is None)."""
+    """The documents and chunks of one segment. ``ChunkStore()`` is an in-memory store to write into."""
 
-    def __init__(self, path: str | Path | None = None, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path | None = None, *, _read_only: bool = False) -> None:
         self.path = Path(path) if path is not None else None
-        if self.path is not None and not create and not self.path.is_file():
-            raise IndexFormatError(f"{self.path} is missing: this is not an index directory (build one with `deepseek-rag index`)")
+        self.read_only = _read_only
         self._lock = threading.RLock()
+        self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._connections: list[sqlite3.Connection] = []
+        self._closed = False
+        if _read_only:
+            for _ in range(_READ_CONNECTIONS):
+                self._pool.put(self._connect_read_only())
+            self._check_schema()
+            return
+        target = str(self.path) if self.path is not None else ":memory:"
+        self._conn = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+        self._connections.append(self._conn)
+        if self.path is not None:
+            # Bulk build into a new file: it is fsynced once at finish(), and readers only see it after that.
+            self._conn.execute("PRAGMA journal_mode=OFF")
+            self._conn.execute("PRAGMA synchronous=OFF")
+        self._conn.executescript(_SCHEMA)
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('format_version', ?)", (str(STORE_FORMAT_VERSION),))
+
+    # ----------------------------------------------------------------------------------- opening
+    @classmethod
+    def create(cls, path: str | Path) -> ChunkStore:
+        """A new store file to write into (it must not exist yet)."""
+        path = Path(path)
+        if path.exists():
+            raise InvalidInputError(f"{path} exists already; a store file is written once")
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> ChunkStore:
+        """Open a finished store file read-only; a missing or damaged one is an :class:`IndexFormatError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise IndexFormatError(f"{path} is missing: the index directory is damaged; rebuild the index")
+        return cls(path, _read_only=True)
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        path = self.path.resolve()
+        wal = path.with_name(path.name + "-wal")
+        # A first-release store may still hold committed pages in its WAL: read those through SQLite's locks.
+        mode = "mode=ro" if wal.is_file() and wal.stat().st_size > 0 else "mode=ro&immutable=1"
         try:
-            self._conn = sqlite3.connect(
-                str(self.path) if self.path else ":memory:", check_same_thread=False, isolation_level=None
-            )
-            if self.path is not None:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(_SCHEMA)
-            version = self.get_meta("format_version")
+            conn = sqlite3.connect(f"file:{quote(str(path))}?{mode}", uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise IndexFormatError(f"{self.path} cannot be opened ({exc}); rebuild the index") from exc
+        self._connections.append(conn)
+        return conn
+
+    def _check_schema(self) -> None:
+        try:
+            with self._reading() as conn:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                missing = {"meta", "documents", "chunks"} - tables
+                if missing:
+                    raise IndexFormatError(
+                        f"{self.path} is not a complete chunk store (table {', '.join(sorted(missing))} missing); "
+                        "rebuild the index"
+                    )
+                row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise IndexFormatError(f"{self.path} is not a readable chunk store ({exc}); rebuild the index") from exc
-        if version is None:
-            self._conn.execute("INSERT INTO meta VALUES ('format_version', ?)", (str(STORE_FORMAT_VERSION),))
-        elif int(version) != STORE_FORMAT_VERSION:
+        except IndexFormatError:
+            self.close()
+            raise
+        version = row[0] if row else None
+        if version is None or int(version) != STORE_FORMAT_VERSION:
+            self.close()
             raise IndexFormatError(
                 f"{self.path} has store format {version}; this library reads {STORE_FORMAT_VERSION}. "
                 "Upgrade deepseek-rag or rebuild the index."
             )
-        self._in_transaction = False
 
-    # --------------------------------------------------------------------------------- transactions
-    def _begin(self) -> None:
-        if not self._in_transaction:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._in_transaction = True
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        if not self.read_only:
+            with self._lock:
+                yield self._conn
+            return
+        try:
+            conn = self._pool.get_nowait()
+        except queue.Empty:
+            try:
+                conn = self._connect_read_only()
+            except IndexFormatError:  # the file went away (an old version retired): wait for a pooled one
+                conn = self._pool.get()
+        try:
+            yield conn
+        finally:
+            self._pool.put(conn)
 
-    def commit(self) -> None:
-        """Make every change since the last commit durable and visible, atomically."""
+    # ----------------------------------------------------------------------------------- writing
+    def add_document(self, document: Document, chunks: Sequence[Chunk], ids: Sequence[int]) -> None:
+        """Store ``document`` and its chunks under ``ids`` (one per chunk; also set on the chunks)."""
+        self._check_writable()
+        if len(ids) != len(chunks):
+            raise InvalidInputError(f"{len(ids)} ids for {len(chunks)} chunks of {document.id!r}")
         with self._lock:
-            if self._in_transaction:
-                self._conn.execute("COMMIT")
-                self._in_transaction = False
+            self._conn.execute(
+                "INSERT INTO documents VALUES (?, ?, ?)", (document.id, document.text, metadata_json(document.metadata))
+            )
+            rows = []
+            for chunk, chunk_id in zip(chunks, ids):
+                chunk.id = int(chunk_id)
+                rows.append((chunk.id, document.id, chunk.ordinal, chunk.start, chunk.end, chunk.text, chunk.section))
+            self._conn.executemany('INSERT INTO chunks (id, doc_id, ordinal, start, "end", text, section) VALUES (?, ?, ?, ?, ?, ?, ?)', rows)
 
-    def rollback(self) -> None:
+    def add_documents(self, rows: Iterable[tuple[Document, Sequence[Chunk], Sequence[int]]]) -> None:
+        """Many :meth:`add_document` calls in one transaction: all of them land, or none."""
+        self._check_writable()
         with self._lock:
-            if self._in_transaction:
+            self._conn.execute("BEGIN")
+            try:
+                for document, chunks, ids in rows:
+                    self.add_document(document, chunks, ids)
+            except BaseException:
                 self._conn.execute("ROLLBACK")
-                self._in_transaction = False
+                raise
+            self._conn.execute("COMMIT")
 
-    @property
-    def dirty(self) -> bool:
-        """True while changes wait for :meth:`commit`."""
-        return self._in_transaction
-
-    def close(self) -> None:
+    def copy_from(self, source: ChunkStore, excluded_ids: np.ndarray | None = None) -> None:
+        """Copy every document and chunk of ``source`` except the documents owning ``excluded_ids``."""
+        self._check_writable()
+        excluded = set(int(i) for i in excluded_ids) if excluded_ids is not None and len(excluded_ids) else set()
         with self._lock:
-            self.rollback()
-            self._conn.close()
+            self._conn.execute("BEGIN")
+            try:
+                for batch in source.iter_chunks():
+                    docs: dict[str, None] = {}
+                    kept = [c for c in batch if c.id not in excluded]
+                    for c in kept:
+                        docs.setdefault(c.doc_id)
+                    if docs:
+                        with source._reading() as conn:
+                            placeholders = ",".join("?" * len(docs))
+                            rows = conn.execute(
+                                f"SELECT doc_id, text, metadata FROM documents WHERE doc_id IN ({placeholders})", list(docs)
+                            ).fetchall()
+                        self._conn.executemany("INSERT OR IGNORE INTO documents VALUES (?, ?, ?)", rows)
+                    self._conn.executemany(
+                        'INSERT INTO chunks (id, doc_id, ordinal, start, "end", text, section) VALUES (?, ?, ?, ?, ?, ?, ?)',
+                        [(c.id, c.doc_id, c.ordinal, c.start, c.end, c.text, c.section) for c in kept],
+                    )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
-    def backup_to(self, path: Path) -> None:
-        """Copy the committed database into a new file at ``path`` (used when saving to a new folder)."""
+    def finish(self) -> None:
+        """Close a store built into a file and make it durable (fsync); open it again with :meth:`open`."""
+        self._check_writable()
+        if self.path is None:
+            raise InvalidInputError("an in-memory store has no file to finish; use write_to(path)")
         with self._lock:
+            self._conn.execute("PRAGMA journal_mode=DELETE")
+            self.close()
+        _fsync(self.path)
+
+    def write_to(self, path: str | Path) -> None:
+        """Copy this store into a new file at ``path``, fsynced (publishing an in-memory segment)."""
+        path = Path(path)
+        with self._lock, self._reading() as source:
             target = sqlite3.connect(str(path))
             try:
-                self._conn.backup(target)
+                source.backup(target)
+                target.execute("PRAGMA journal_mode=DELETE")
             finally:
                 target.close()
+        _fsync(path)
 
-    # --------------------------------------------------------------------------------- meta
-    def get_meta(self, key: str) -> str | None:
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise InvalidInputError(f"{self.path} belongs to a published segment and is read-only")
+
+    def close(self) -> None:
+        """Close every connection (idempotent)."""
         with self._lock:
-            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+            if self._closed:
+                return
+            self._closed = True
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:  # pragma: no cover - closing is best effort
+                    pass
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self._lock:
-            self._begin()
-            self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+    # ----------------------------------------------------------------------------------- reads
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._reading() as conn:
+            return conn.execute(sql, params).fetchall()
 
-    # --------------------------------------------------------------------------------- writes
-    def add_document(self, document: Document, chunks: Sequence[Chunk]) -> list[int]:
-        """Store ``document`` and its chunks; return the new chunk ids (also set on the chunks)."""
-        with self._lock:
-            if self.has_document(document.id):
-                raise InvalidInputError(
-                    f"document id {document.id!r} is already in the index; use upsert to replace it or delete it first"
-                )
-            self._begin()
-            self._conn.execute(
-                "INSERT INTO documents VALUES (?, ?, ?)",
-                (document.id, document.text, json.dumps(document.metadata, ensure_ascii=False, default=str)),
-            )
-            ids = []
-            for chunk in chunks:
-                cursor = self._conn.execute(
-                    'INSERT INTO chunks (doc_id, ordinal, start, "end", text, section) VALUES (?, ?, ?, ?, ?, ?)',
-                    (document.id, chunk.ordinal, chunk.start, chunk.end, chunk.text, chunk.section),
-                )
-                chunk.id = int(cursor.lastrowid)
-                ids.append(chunk.id)
-            return ids
-
-    def delete_document(self, doc_id: str) -> list[int]:
-        """Remove a document and its chunks; return the removed chunk ids ([] when the id is unknown)."""
-        with self._lock:
-            ids = [r[0] for r in self._conn.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))]
-            if not ids and not self.has_document(doc_id):
-                return []
-            self._begin()
-            self._conn.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
-            self._conn.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
-            return ids
-
-    # --------------------------------------------------------------------------------- reads
     def has_document(self, doc_id: str) -> bool:
-        with self._lock:
-            return self._conn.execute("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)).fetchone() is not None
+        return bool(self._rows("SELECT 1 FROM documents WHERE doc_id = ?", (doc_id,)))
 
-    def document_ids(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._conn.execute("SELECT doc_id FROM documents ORDER BY rowid")]
+    def document_ids(self) -> list[tuple[str, int]]:
+        """``(doc_id, first chunk id)`` of every document, in insertion order."""
+        return [
+            (r[0], r[1])
+            for r in self._rows(
+                "SELECT d.doc_id, (SELECT MIN(c.id) FROM chunks c WHERE c.doc_id = d.doc_id) FROM documents d ORDER BY d.rowid"
+            )
+        ]
 
     def get_document(self, doc_id: str) -> Document | None:
-        with self._lock:
-            row = self._conn.execute("SELECT doc_id, text, metadata FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
-        return Document(row[0], row[1], json.loads(row[2])) if row else None
+        rows = self._rows("SELECT doc_id, text, metadata FROM documents WHERE doc_id = ?", (doc_id,))
+        return Document(rows[0][0], rows[0][1], json.loads(rows[0][2])) if rows else None
 
     def document_metadata(self, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         doc_ids = list(dict.fromkeys(doc_ids))
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT doc_id, metadata FROM documents WHERE doc_id IN ({','.join('?' * len(doc_ids))})", doc_ids
-            ).fetchall()
+        if not doc_ids:
+            return {}
+        rows = self._rows(f"SELECT doc_id, metadata FROM documents WHERE doc_id IN ({','.join('?' * len(doc_ids))})", doc_ids)
         return {r[0]: json.loads(r[1]) for r in rows}
+
+    def chunk_ids_of(self, doc_id: str) -> list[int]:
+        """The chunk ids of one document, by ordinal ([] when absent)."""
+        return [r[0] for r in self._rows("SELECT id FROM chunks WHERE doc_id = ? ORDER BY ordinal", (doc_id,))]
 
     def get_chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
         """Chunks by id (unknown ids are left out), each carrying its document's metadata."""
         ids = [int(i) for i in ids]
-        if not ids:
-            return {}
-        with self._lock:
-            rows = self._conn.execute(
-                'SELECT c.id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.section, d.metadata '
-                f"FROM chunks c JOIN documents d USING (doc_id) WHERE c.id IN ({','.join('?' * len(ids))})",
-                ids,
-            ).fetchall()
-        return {r[0]: _chunk_from_row(r) for r in rows}
+        found: dict[int, Chunk] = {}
+        for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+            part = ids[start : start + 900]
+            rows = self._rows(
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) "
+                f"WHERE c.id IN ({','.join('?' * len(part))})",
+                part,
+            )
+            found.update((r[0], _chunk_from_row(r)) for r in rows)
+        return found
 
     def chunks_of(self, doc_id: str, first: int = 0, last: int | None = None) -> list[Chunk]:
         """Chunks of one document with ``first <= ordinal <= last``, in order."""
-        with self._lock:
-            rows = self._conn.execute(
-                'SELECT c.id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.section, d.metadata '
-                "FROM chunks c JOIN documents d USING (doc_id) WHERE c.doc_id = ? AND c.ordinal >= ? AND c.ordinal <= ? "
-                "ORDER BY c.ordinal",
-                (doc_id, first, last if last is not None else 2**62),
-            ).fetchall()
+        rows = self._rows(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) "
+            "WHERE c.doc_id = ? AND c.ordinal >= ? AND c.ordinal <= ? ORDER BY c.ordinal",
+            (doc_id, first, last if last is not None else 2**62),
+        )
         return [_chunk_from_row(r) for r in rows]
 
-    def iter_chunks(self, batch_size: int = 4096) -> Iterable[list[Chunk]]:
-        """Every chunk, in id order, a batch at a time (for re-encoding)."""
+    def iter_chunks(self, batch_size: int = 4096) -> Iterator[list[Chunk]]:
+        """Every stored chunk in id order, a batch at a time (deleted ones too: the segment filters those)."""
         last = -1
         while True:
-            with self._lock:
-                rows = self._conn.execute(
-                    'SELECT c.id, c.doc_id, c.ordinal, c.start, c."end", c.text, c.section, d.metadata '
-                    "FROM chunks c JOIN documents d USING (doc_id) WHERE c.id > ? ORDER BY c.id LIMIT ?",
-                    (last, batch_size),
-                ).fetchall()
+            rows = self._rows(
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d USING (doc_id) WHERE c.id > ? ORDER BY c.id LIMIT ?",
+                (last, batch_size),
+            )
             if not rows:
                 return
             last = rows[-1][0]
             yield [_chunk_from_row(r) for r in rows]
 
-    def chunk_ids_matching(self, filters: Mapping[str, Any]) -> np.ndarray:
-        """Ids of chunks whose document metadata matches every filter (a value, or a list meaning 'any of').
+    def chunk_ids(self) -> np.ndarray:
+        """Every chunk id, ascending."""
+        rows = self._rows("SELECT id FROM chunks ORDER BY id")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-        ``doc_id`` filters on the document id itself.
-        """
-        clauses, params = [], []
-        for key, value in filters.items():
-            if not key or not set(key) <= _FILTER_KEY_CHARS:
-                raise InvalidInputError(f"filter key {key!r} must be letters, digits, '_', '-' or '.'")
-            column = "d.doc_id" if key == "doc_id" else f"json_extract(d.metadata, '$.\"{key}\"')"
-            values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-            if not values:
-                raise InvalidInputError(f"filter {key!r} has an empty list of values; give at least one")
-            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
-            params.extend(_sql_value(v) for v in values)
-        where = " AND ".join(clauses) or "1"
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT c.id FROM chunks c JOIN documents d USING (doc_id) WHERE {where}", params
-            ).fetchall()
+    def chunk_ids_matching(self, filters: Filter | Mapping[str, Any] | None) -> np.ndarray:
+        """Ids (ascending) of the chunks whose document passes ``filters`` (see ``vectors/filters.py``)."""
+        parsed = Filter.parse(filters)
+        if parsed is None:
+            return self.chunk_ids()
+        where, params = filter_sql(parsed)
+        rows = self._rows(f"SELECT c.id FROM chunks c JOIN documents d USING (doc_id) WHERE {where} ORDER BY c.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def document_span(self, doc_id: str, start: int, end: int) -> str:
         """``document.text[start:end]`` read without loading the whole document."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT substr(text, ?, ?) FROM documents WHERE doc_id = ?", (start + 1, max(0, end - start), doc_id)
-            ).fetchone()
-        return row[0] if row else ""
+        rows = self._rows(
+            "SELECT substr(text, ?, ?) FROM documents WHERE doc_id = ?", (start + 1, max(0, end - start), doc_id)
+        )
+        return rows[0][0] if rows else ""
 
     def counts(self) -> tuple[int, int]:
-        """(documents, chunks)."""
-        with self._lock:
-            docs = self._conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-            chunks = self._conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        """(documents, chunks) stored, deleted ones included."""
+        docs = self._rows("SELECT COUNT(*) FROM documents")[0][0]
+        chunks = self._rows("SELECT COUNT(*) FROM chunks")[0][0]
         return int(docs), int(chunks)
 
+    def __del__(self) -> None:  # pragma: no cover - best-effort cleanup of forgotten stores
+        try:
+            self.close()
+        except Exception:
+            pass
 
-def _sql_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        return int(value)  # json_extract returns JSON true/false as 1/0
-    if isinstance(value, (int, float, str)) or value is None:
-        return value
-    raise InvalidInputError(f"filter value {value!r} must be a string, number or boolean")
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _chunk_from_row(row: Sequence[Any]) -> Chunk:

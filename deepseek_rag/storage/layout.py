@@ -1,12 +1,19 @@
-"""The on-disk layout of an index directory, and the file moves that keep it always loadable.
+"""The on-disk layout of an index directory, and the small file operations that keep it always readable.
 
-An index directory holds ``manifest.json`` (format version, library version, encoder fingerprint and
-reference, index spec, chunking, counts), ``chunks.sqlite`` (the source of truth) and ``vectors.faiss``.
+An index directory (format 2)::
 
-How a save stays atomic: the new vectors are written to ``vectors.faiss.new`` and fsynced; then the
-SQLite transaction that holds the new chunks *and* the new file's checksum commits — that commit is the
-switch; then the file is renamed into place. A reader that finds a checksum mismatch rolls the rename
-forward when ``vectors.faiss.new`` matches, so a crash at any moment leaves the old state or the new one.
+    manifest.json           the current version's manifest, for people and tools (readers use versions/)
+    CURRENT                 {"format_version": 2, "version": 7}: the one pointer a publish switches
+    versions/v000007.json   a version: encoder, settings, vector spec, segments and their deletion markers
+    segments/g000004/       one immutable segment: chunks.sqlite, vectors.faiss, postings/*.npy,
+                            deletes-v000007.npy (its deleted chunk ids as of version 7)
+    trained/t000001.faiss   the trained, empty vector index new segments start from (IVF centroids)
+    writer.lock             the writer lock (see lock.py)
+
+Everything a version names is written and fsynced before ``CURRENT`` is replaced by an atomic rename, so a
+crash at any moment leaves the previous version current; files of a version that never became current are
+removed by the next writer. Readers only ever read. A directory of the first release (format 1: a
+``manifest.json`` of format 1 beside ``chunks.sqlite`` and ``vectors.faiss``) is still readable (``legacy.py``).
 """
 
 from __future__ import annotations
@@ -20,10 +27,14 @@ from typing import Any
 from ..errors import IndexFormatError
 
 MANIFEST_NAME = "manifest.json"
-STORE_NAME = "chunks.sqlite"
-VECTORS_NAME = "vectors.faiss"
-PENDING_SUFFIX = ".new"
-MANIFEST_FORMAT_VERSION = 1
+CURRENT_NAME = "CURRENT"
+VERSIONS_DIR = "versions"
+SEGMENTS_DIR = "segments"
+TRAINED_DIR = "trained"
+LOCK_NAME = "writer.lock"
+FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1
+KNOWN_FORMATS = (LEGACY_FORMAT_VERSION, FORMAT_VERSION)
 
 
 def fsync_path(path: str | os.PathLike[str]) -> None:
@@ -36,7 +47,7 @@ def fsync_path(path: str | os.PathLike[str]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` beside ``path`` and rename it into place."""
+    """Write ``text`` beside ``path``, fsync, and rename it into place (the rename made durable too)."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
@@ -44,6 +55,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     fsync_path(path.parent)
+
+
+def write_json_durably(path: Path, data: Any) -> int:
+    """Write ``data`` as JSON to a new file at ``path`` and fsync it; returns its size in bytes."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path.stat().st_size
 
 
 def file_checksum(path: Path) -> str:
@@ -56,43 +77,82 @@ def file_checksum(path: Path) -> str:
     return f"{crc:08x}-{size}"
 
 
-def settle_vectors_file(folder: Path, expected_checksum: str | None) -> Path:
-    """Return the vectors file that matches the committed store, finishing an interrupted save if needed."""
-    current = folder / VECTORS_NAME
-    pending = folder / (VECTORS_NAME + PENDING_SUFFIX)
-    if expected_checksum is None:
-        raise IndexFormatError(f"{folder} has no committed vectors: the first save never finished; rebuild the index")
-    if current.is_file() and file_checksum(current) == expected_checksum:
-        if pending.exists():
-            pending.unlink()  # a save that never committed
-        return current
-    if pending.is_file() and file_checksum(pending) == expected_checksum:
-        os.replace(pending, current)  # a save that committed but did not finish its rename
-        fsync_path(folder)
-        return current
-    what = "is missing" if not current.exists() else "does not match chunks.sqlite (damaged or truncated)"
-    raise IndexFormatError(f"{current} {what}; rebuild the index with `deepseek-rag index`")
+def version_name(version: int) -> str:
+    return f"v{version:06d}"
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """Read and check ``manifest.json``; a missing or unknown one is an :class:`IndexFormatError`."""
+def version_path(folder: Path, version: int) -> Path:
+    return folder / VERSIONS_DIR / f"{version_name(version)}.json"
+
+
+def segment_path(folder: Path, name: str) -> Path:
+    return folder / SEGMENTS_DIR / name
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file of the index; unreadable or malformed is an :class:`IndexFormatError` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path} ({what}) is missing: the index directory is damaged; rebuild the index") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"{path} ({what}) is damaged ({exc}); rebuild the index") from exc
+    except OSError as exc:
+        raise IndexFormatError(f"{path} ({what}) cannot be read ({exc})") from exc
+
+
+def detect_format(folder: Path) -> int | None:
+    """2 for a versioned directory, 1 for a first-release one, None when ``folder`` holds no index yet.
+
+    Raises :class:`IndexFormatError` for a path that is not a directory, or a format this library does not know.
+    """
     if not folder.is_dir():
         raise IndexFormatError(f"index directory {str(folder)!r} does not exist; build one with `deepseek-rag index`")
-    path = folder / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IndexFormatError(f"{folder} is not an index directory: {MANIFEST_NAME} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IndexFormatError(f"{path} is damaged ({exc}); rebuild the index") from exc
-    version = manifest.get("format_version")
-    if version != MANIFEST_FORMAT_VERSION:
+    if (folder / CURRENT_NAME).exists():
+        return FORMAT_VERSION
+    manifest = folder / MANIFEST_NAME
+    if not manifest.exists():
+        return None
+    data = read_json(manifest, "manifest")
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version == LEGACY_FORMAT_VERSION:
+        return LEGACY_FORMAT_VERSION
+    if version == FORMAT_VERSION:
         raise IndexFormatError(
-            f"{path} has format_version {version!r}; this library reads {MANIFEST_FORMAT_VERSION}. "
+            f"{folder} has a format-2 manifest but no {CURRENT_NAME}: its first save never finished; "
+            "rebuild it (deepseek-rag index ... --overwrite)"
+        )
+    raise IndexFormatError(
+        f"{manifest} has format_version {version!r}; this library reads {', '.join(map(str, KNOWN_FORMATS))}. "
+        "Upgrade deepseek-rag or rebuild the index."
+    )
+
+
+def read_current(folder: Path) -> int:
+    """The version number ``CURRENT`` points at."""
+    data = read_json(folder / CURRENT_NAME, "version pointer")
+    if not isinstance(data, dict) or data.get("format_version") not in (FORMAT_VERSION,):
+        found = data.get("format_version") if isinstance(data, dict) else data
+        raise IndexFormatError(
+            f"{folder / CURRENT_NAME} has format {found!r}; this library reads {FORMAT_VERSION}. "
             "Upgrade deepseek-rag or rebuild the index."
         )
-    return manifest
+    version = data.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise IndexFormatError(f"{folder / CURRENT_NAME} names version {version!r}; rebuild the index")
+    return version
+
+
+def write_current(folder: Path, version: int) -> None:
+    """Switch the directory to ``version``: the single atomic step of a publish."""
+    atomic_write_text(folder / CURRENT_NAME, json.dumps({"format_version": FORMAT_VERSION, "version": version}) + "\n")
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    """Refresh the human-readable ``manifest.json`` (informational: readers go through ``CURRENT``)."""
+    atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def directory_bytes(folder: Path) -> int:
+    """Bytes of every file under ``folder``."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

@@ -1,4 +1,4 @@
-"""VectorIndex: ids survive add/remove/save/load, filters restrict, specs are honoured or refused clearly."""
+"""FaissVectorStore: ids survive add/remove/save/load, filters restrict, specs are honoured or refused clearly."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from deepseek_rag.errors import IndexFormatError, IndexSpecError, InvalidInputError
-from deepseek_rag.vectors.faiss_store import (
+from deepseek_rag.vectors.base import IdFilter
+from deepseek_rag.vectors.faiss_store import FaissVectorStore
+from deepseek_rag.vectors.specs import (
     AUTO_IVF_THRESHOLD,
     MIN_POINTS_PER_LIST,
-    VectorIndex,
     default_nprobe,
     resolve_auto_spec,
     suggest_nlist,
@@ -44,9 +45,9 @@ def exact_top(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int)
     return ids[np.argsort(-(queries @ vectors.T), axis=1)[:, :k]]
 
 
-def built(spec: str, corpus) -> VectorIndex:
+def built(spec: str, corpus) -> FaissVectorStore:
     ids, vectors = corpus
-    index = VectorIndex(DIM, spec)
+    index = FaissVectorStore(DIM, spec)
     index.add(ids, vectors)
     return index
 
@@ -92,14 +93,14 @@ def test_ivf_with_all_lists_probed_finds_the_neighbours(corpus, spec, min_recall
     index.nprobe = 100
     assert index.nprobe == 16
     queries = unit_vectors(100, seed=1)
-    _, found = index.search(queries, 10, nprobe=16)
+    _, found = index.search(queries, 10, params={"nprobe": 16})
     truth = exact_top(vectors, ids, queries, 10)
     recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
     assert recall >= min_recall
-    _, itself = index.search(vectors[:200], 1, nprobe=16)
+    _, itself = index.search(vectors[:200], 1, params={"nprobe": 16})
     assert (itself[:, 0] == ids[:200]).mean() >= 0.95
     if spec == "IVF16,Flat":  # a single probed list misses neighbours, so nprobe does reach faiss
-        _, one_probe = index.search(queries, 10, nprobe=1)
+        _, one_probe = index.search(queries, 10, params={"nprobe": 1})
         assert (one_probe != found).any()
 
 
@@ -114,7 +115,7 @@ def test_ids_survive_repeated_removes_save_and_load(corpus, spec, tmp_path):
     assert len(index) == N - 20
 
     probe = slice(20, 60)
-    _, found = index.search(vectors[probe], 5, nprobe=16)
+    _, found = index.search(vectors[probe], 5, params={"nprobe": 16})
     assert not np.isin(found, ids[:20]).any()
     assert (found[:, 0] == ids[probe]).mean() >= 0.9
 
@@ -124,10 +125,10 @@ def test_ids_survive_repeated_removes_save_and_load(corpus, spec, tmp_path):
     assert not list(tmp_path.glob("*.tmp-*"))
     assert index.nbytes() == path.stat().st_size
 
-    loaded = VectorIndex.load(path, writable=True)
+    loaded = FaissVectorStore.open(path, mmap=False)
     assert len(loaded) == N - 15 and loaded.spec == spec
     np.testing.assert_array_equal(loaded.ids, index.ids)
-    _, again = loaded.search(vectors[probe], 5, nprobe=16)
+    _, again = loaded.search(vectors[probe], 5, params={"nprobe": 16})
     np.testing.assert_array_equal(again, found)
     assert loaded.remove(ids[20:22]) == 2 and loaded.remove(ids[20:23]) == 1
     loaded.add(ids[10:12], vectors[10:12])
@@ -140,17 +141,17 @@ def test_mmapped_ivf_is_read_only_but_searches_and_saves(corpus, tmp_path):
     index.remove(ids[:3])
     index.save(tmp_path / "a.faiss")
 
-    mapped = VectorIndex.load(tmp_path / "a.faiss")  # mmap is the default
+    mapped = FaissVectorStore.open(tmp_path / "a.faiss")  # mmap is the default
     assert mapped.read_only and len(mapped) == N - 3
-    _, found = mapped.search(vectors[3:10], 1, nprobe=16)
+    _, found = mapped.search(vectors[3:10], 1, params={"nprobe": 16})
     np.testing.assert_array_equal(found[:, 0], ids[3:10])
-    with pytest.raises(InvalidInputError, match="writable=True"):
+    with pytest.raises(InvalidInputError, match="mmap=False"):
         mapped.add(np.array([1]), vectors[:1])
-    with pytest.raises(InvalidInputError, match="writable=True"):
+    with pytest.raises(InvalidInputError, match="mmap=False"):
         mapped.remove(ids[5:6])
 
     mapped.save(tmp_path / "b.faiss")  # a copy of the source, not faiss's mmap stub
-    copy = VectorIndex.load(tmp_path / "b.faiss", writable=True)
+    copy = FaissVectorStore.open(tmp_path / "b.faiss", mmap=False)
     assert not copy.read_only and len(copy) == N - 3
     assert copy.remove(ids[5:6]) == 1
 
@@ -160,25 +161,25 @@ def test_allowed_ids_restrict_results(corpus):
     allowed = ids[100:130]
     for spec in ("Flat", "IVF16,Flat"):
         index = built(spec, corpus)
-        scores, found = index.search(vectors[:20], 10, allowed_ids=allowed, nprobe=16)
+        scores, found = index.search(vectors[:20], 10, filter=IdFilter.of(allowed), params={"nprobe": 16})
         assert np.isin(found, allowed).all(), spec
         np.testing.assert_array_equal(found, exact_top(vectors[100:130], allowed, vectors[:20], 10))
         # fewer allowed than k: padded
-        _, few = index.search(vectors[:2], 5, allowed_ids=ids[[0, 1, 2]], nprobe=16)
+        _, few = index.search(vectors[:2], 5, filter=IdFilter.of(ids[[0, 1, 2]]), params={"nprobe": 16})
         assert set(few[0, :3]) == set(ids[:3]) and (few[:, 3:] == -1).all()
         # nothing allowed that exists: all padding, no faiss call
-        s, none = index.search(vectors[:2], 3, allowed_ids=np.array([5]))
+        s, none = index.search(vectors[:2], 3, filter=IdFilter.of(np.array([5])))
         assert (none == -1).all() and np.isneginf(s).all()
 
 
 def test_k_larger_than_ntotal_pads_with_minus_one():
-    index = VectorIndex(DIM, "Flat")
+    index = FaissVectorStore(DIM, "Flat")
     index.add(np.array([4, 8, 15]), unit_vectors(3))
     scores, found = index.search(unit_vectors(2, seed=3), 5)
     assert found.shape == (2, 5)
     assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
     assert set(found[0, :3]) == {4, 8, 15}
-    empty = VectorIndex(DIM)
+    empty = FaissVectorStore(DIM)
     assert (empty.search(unit_vectors(1), 2)[1] == -1).all()
 
 
@@ -202,13 +203,13 @@ def test_bad_ids_raise(corpus):
     with pytest.raises(InvalidInputError, match="already in the index"):
         index.add(ids[:2], vectors[:2])
     with pytest.raises(InvalidInputError, match="duplicate"):
-        VectorIndex(DIM, "Flat").add(np.array([1, 1]), vectors[:2])
+        FaissVectorStore(DIM, "Flat").add(np.array([1, 1]), vectors[:2])
     with pytest.raises(InvalidInputError, match="one id per vector"):
-        VectorIndex(DIM, "Flat").add(np.array([1]), vectors[:2])
+        FaissVectorStore(DIM, "Flat").add(np.array([1]), vectors[:2])
     with pytest.raises(InvalidInputError, match="non-negative"):
-        VectorIndex(DIM, "Flat").add(np.array([-1]), vectors[:1])
+        FaissVectorStore(DIM, "Flat").add(np.array([-1]), vectors[:1])
     with pytest.raises(InvalidInputError, match="NaN"):
-        VectorIndex(DIM, "Flat").add(np.array([1]), np.full((1, DIM), np.nan))
+        FaissVectorStore(DIM, "Flat").add(np.array([1]), np.full((1, DIM), np.nan))
 
 
 @pytest.mark.parametrize(
@@ -223,30 +224,58 @@ def test_bad_ids_raise(corpus):
 )
 def test_bad_specs_name_the_reason(spec, reason):
     with pytest.raises(IndexSpecError, match=reason) as err:
-        VectorIndex(DIM, spec)
+        FaissVectorStore(DIM, spec)
     assert repr(spec) in str(err.value)
 
 
 def test_ivf_with_more_lists_than_vectors_raises():
-    index = VectorIndex(DIM, "IVF64,Flat")
+    index = FaissVectorStore(DIM, "IVF64,Flat")
     with pytest.raises(IndexSpecError, match="IVF64 needs at least 64 vectors to train, got 30"):
         index.add(np.arange(30), unit_vectors(30))
     with pytest.raises(IndexSpecError, match="at least as large as number of clusters"):
-        VectorIndex(DIM, "IVF4,PQ8x8").train(unit_vectors(100))  # PQ8x8 needs 256 training points
+        FaissVectorStore(DIM, "IVF4,PQ8x8").train(unit_vectors(100))  # PQ8x8 needs 256 training points
 
 
 def test_few_vectors_per_list_warns(caplog):
-    VectorIndex(DIM, "IVF16,Flat").train(unit_vectors(16 * MIN_POINTS_PER_LIST - 1))
+    FaissVectorStore(DIM, "IVF16,Flat").train(unit_vectors(16 * MIN_POINTS_PER_LIST - 1))
     assert "fewer than 39 per list" in caplog.text
 
 
 def test_hnsw_refuses_removal_clearly(corpus):
     ids, vectors = corpus
-    index = VectorIndex(DIM, "HNSW16")
+    index = FaissVectorStore(DIM, "HNSW16")
     index.add(ids[:200], vectors[:200])
     with pytest.raises(InvalidInputError, match="does not support deletion"):
         index.remove(ids[:1])
     assert len(index) == 200 and index.search(vectors[:1], 1)[1][0, 0] == ids[0]
+    # an index holds deletions as id filters, which HNSW honours
+    excluded = index.search(vectors[:1], 1, filter=IdFilter.of(excluded=ids[:1]))[1][0, 0]
+    assert excluded not in (ids[0], -1)
+
+
+@pytest.mark.parametrize("spec", ["Flat", "IVF16,SQ8", "HNSW16", "IVF16,PQ8x4fs"])
+def test_excluded_ids_never_come_back_and_merges_drop_them(corpus, spec, tmp_path):
+    ids, vectors = corpus
+    index = built(spec, corpus)
+    gone = ids[:100]
+    _, found = index.search(vectors[:100], 10, filter=IdFilter.of(excluded=gone), params={"nprobe": 16})
+    assert not np.isin(found, gone).any() and (found >= 0).all()
+    index.save(tmp_path / "a.faiss")
+    mapped = FaissVectorStore.open(tmp_path / "a.faiss")
+    merged = FaissVectorStore.merged(index.empty_like(), [(mapped, gone), (FaissVectorStore(DIM, spec).empty_like()
+                                                                            if spec == "Flat" else index.empty_like(), None)])
+    assert len(merged) == len(ids) - 100 and not np.isin(gone, merged.ids).any()
+    _, again = merged.search(vectors[100:110], 1, params={"nprobe": 16})
+    if spec in ("Flat", "HNSW16"):
+        assert (again[:, 0] == ids[100:110]).all()
+
+
+def test_fetch_returns_stored_vectors(corpus):
+    ids, vectors = corpus
+    index = built("Flat", corpus)
+    np.testing.assert_allclose(index.fetch(ids[[5, 2]]), vectors[[5, 2]], atol=1e-6)
+    with pytest.raises(InvalidInputError, match="not in the index"):
+        index.fetch(np.array([10**9]))
 
 
 def test_auto_spec_resolution():
@@ -258,7 +287,7 @@ def test_auto_spec_resolution():
         nlist = suggest_nlist(n)
         assert nlist & (nlist - 1) == 0 and (nlist == 1 or n // nlist >= MIN_POINTS_PER_LIST)
 
-    index = VectorIndex(DIM)
+    index = FaissVectorStore(DIM)
     assert index.spec == "auto" and len(index) == 0
     index.add(np.arange(100), unit_vectors(100))
     assert index.spec == "Flat"
@@ -270,12 +299,12 @@ def test_rescore_returns_exact_scores(corpus):
     by_id = dict(zip(ids.tolist(), vectors.astype(np.float32)))
     queries = unit_vectors(20, seed=2)
     scores, found = index.search(
-        queries, 5, nprobe=16, rescore_vectors=lambda wanted: np.stack([by_id[i] for i in wanted.tolist()])
+        queries, 5, params={"nprobe": 16}, rescore_vectors=lambda wanted: np.stack([by_id[i] for i in wanted.tolist()])
     )
     exact = np.einsum("qkd,qd->qk", np.stack([[by_id[i] for i in row] for row in found.tolist()]), queries)
     np.testing.assert_allclose(scores, exact, atol=1e-5)
     assert (np.diff(scores, axis=1) <= 1e-6).all()
-    approx, _ = index.search(queries, 5, nprobe=16)
+    approx, _ = index.search(queries, 5, params={"nprobe": 16})
     assert not np.allclose(approx, scores, atol=1e-3)  # PQ scores differ; rescoring replaced them
     with pytest.raises(InvalidInputError, match="rescore_vectors returned shape"):
         index.search(queries, 5, rescore_vectors=lambda wanted: np.zeros((1, DIM)))
@@ -290,7 +319,7 @@ def test_damaged_files_raise_index_format_error(corpus, tmp_path):
         bad.write_bytes(payload)
         for mmap in (True, False):
             with pytest.raises(IndexFormatError, match="rebuild the index") as err:
-                VectorIndex.load(bad, mmap=mmap)
+                FaissVectorStore.open(bad, mmap=mmap)
             assert str(bad) in str(err.value)
     with pytest.raises(IndexFormatError, match="no index file"):
-        VectorIndex.load(tmp_path / "missing.faiss")
+        FaissVectorStore.open(tmp_path / "missing.faiss")

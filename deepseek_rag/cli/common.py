@@ -1,0 +1,107 @@
+"""What the commands share: the error-to-message group, logging set-up, and the option groups."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+
+from ..errors import DeepSeekRAGError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class UserErrorGroup(click.Group):
+    """Turns this package's errors (and ``ValueError``s from bad input) into one-line click errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (DeepSeekRAGError, ValueError, FileNotFoundError, PermissionError) as exc:
+            if isinstance(exc, click.ClickException):
+                raise
+            raise click.ClickException(str(exc)) from None
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Log at INFO with ``-v``, else WARNING; silence transformers' own progress bars and chatter."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def encoder_options(func: Any) -> Any:
+    """--model/--adapter/--dtype/--device, shared by every command that builds an encoder."""
+    func = click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available).")(func)
+    func = click.option(
+        "--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True,
+        help="Encoder precision; auto = bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else float32.",
+    )(func)
+    func = click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None,
+                        help="LoRA adapter folder written by `deepseek-rag finetune`.")(func)
+    func = click.option("--model", envvar="DEEPSEEK_RAG_MODEL", default=None,
+                        help="Local transformers / sentence-transformers folder (default: bundled all-MiniLM-L6-v2).")(func)
+    return func
+
+
+def make_encoder(model: str | None, adapter: str | None, dtype: str, device: str | None):
+    from ..encoding.dual_encoder import DualEncoder, EncoderConfig
+
+    return DualEncoder(EncoderConfig(model=model, adapter=adapter, dtype=dtype, device=device))
+
+
+def index_options(func: Any) -> Any:
+    """How documents are cut and indexed, shared by ``index`` and ``eval``."""
+    func = click.option("--headers/--no-headers", default=True, show_default=True,
+                        help="Embed each chunk with its document title and section heading in front.")(func)
+    func = click.option("--chunk-overlap", type=int, default=32, show_default=True, help="Tokens shared by neighbouring chunks.")(func)
+    func = click.option("--chunk-tokens", type=int, default=256, show_default=True,
+                        help="Tokens per chunk (capped at the model's max length).")(func)
+    func = click.option("--chunking", type=click.Choice(["token", "none"]), default="token", show_default=True,
+                        help="token: overlapping windows snapped to sentences; none: one truncated chunk per document.")(func)
+    func = click.option("--index-spec", default="auto", show_default=True,
+                        help="FAISS factory string ('Flat', 'IVF1024,PQ96x8', ...) or auto (by corpus size).")(func)
+    return func
+
+
+def make_settings(index_spec: str, chunking: str, chunk_tokens: int, chunk_overlap: int, headers: bool):
+    from ..document_index import IndexSettings
+    from ..ingest.chunking import ChunkingConfig
+
+    return IndexSettings(
+        index_spec=index_spec,
+        chunking=ChunkingConfig(mode=chunking, max_tokens=chunk_tokens, overlap=chunk_overlap),
+        contextual_headers=headers,
+    )
+
+
+def retrieval_options(func: Any) -> Any:
+    """--mode/--fusion/--sparse-weight, shared by ``query`` and ``eval``."""
+    func = click.option("--sparse-weight", type=click.FloatRange(0, 1), default=None,
+                        help="Share of the sparse side in hybrid fusion, 0 to 1 (default 0.5).")(func)
+    func = click.option("--fusion", type=click.Choice(["rrf", "weighted"]), default=None,
+                        help="Hybrid fusion: min-max normalised scores (weighted, default) or reciprocal ranks (rrf).")(func)
+    func = click.option("--mode", type=click.Choice(["dense", "sparse", "hybrid"]), default=None,
+                        help="Vectors, BM25, or both fused (default: hybrid when the index has a BM25 side).")(func)
+    return func
+
+
+def retrieval_kwargs(mode: str | None, fusion: str | None, sparse_weight: float | None) -> dict[str, Any]:
+    given = {"mode": mode, "fusion": fusion, "sparse_weight": sparse_weight}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def wait_option(func: Any) -> Any:
+    """--wait: how long a write waits for another writer to finish."""
+    return click.option(
+        "--wait", type=click.FloatRange(0), default=0.0, show_default=True, envvar="DEEPSEEK_RAG_LOCK_WAIT",
+        help="Seconds to wait when another process is writing the index (then a clear error naming it).",
+    )(func)
+
+
+def report_skipped(report: Any) -> None:
+    for path, reason in report.skipped:
+        click.echo(f"skipped {path}: {reason}", err=True)

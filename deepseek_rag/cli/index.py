@@ -1,0 +1,102 @@
+"""``deepseek-rag index`` / ``add`` / ``delete``: build an index directory, and change one in place."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from .common import (
+    encoder_options,
+    index_options,
+    make_encoder,
+    make_settings,
+    report_skipped,
+    wait_option,
+)
+
+
+@click.command("index")
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Index directory to write.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing index directory (published as its next version).")
+@index_options
+@encoder_options
+@wait_option
+@click.pass_context
+def index_command(ctx, sources, out, overwrite, index_spec, chunking, chunk_tokens, chunk_overlap, headers,
+                  model, adapter, dtype, device, wait) -> None:
+    """Build an index directory from files, folders or BEIR corpus.jsonl files.
+
+    \b
+    Examples:
+      deepseek-rag index contracts/ --out contracts.idx
+      deepseek-rag index corpus.jsonl --out sci.idx --index-spec IVF256,PQ96x8
+    """
+    from ..document_index import DocumentIndex
+    from ..ingest.loaders import load_documents_with_report
+
+    report = load_documents_with_report(sources, progress=ctx.obj["verbose"])
+    report_skipped(report)
+    if not report.documents:
+        raise click.ClickException(f"no documents with text found in {', '.join(sources)}")
+    started = time.perf_counter()
+    index = DocumentIndex(make_encoder(model, adapter, dtype, device),
+                          make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers), lock_timeout=wait)
+    index.add_documents(report.documents, progress=ctx.obj["verbose"] or None)
+    index.save(out, overwrite=overwrite)
+    info = index.info()
+    click.echo(f"indexed {info['documents']} documents as {info['chunks']} chunks ({info['index_spec']}) "
+               f"in {time.perf_counter() - started:.1f}s → {out} (version {info['version']})")
+
+
+@click.command("add")
+@click.argument("index_dir", type=click.Path())
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.option("--upsert", is_flag=True, help="Replace documents whose id is already in the index.")
+@wait_option
+@click.pass_context
+def add_command(ctx, index_dir, sources, upsert, wait) -> None:
+    """Add documents to an existing index (chunked and embedded as the index was), as a new version.
+
+    \b
+    Example:
+      deepseek-rag add contracts.idx new-contracts/
+    """
+    from ..document_index import DocumentIndex
+    from ..ingest.loaders import load_documents_with_report
+
+    index = DocumentIndex.load(index_dir, lock_timeout=wait)
+    index.lock_for_writing()  # before the slow work: a second writer learns at once who holds the index
+    try:
+        report = load_documents_with_report(sources)
+        report_skipped(report)
+        add = index.upsert_documents if upsert else index.add_documents
+        chunks = add(report.documents, progress=ctx.obj["verbose"] or None)
+        index.save()
+    finally:
+        index.close()
+    click.echo(f"added {len(report.documents)} documents ({chunks} chunks) → {index_dir} (version {index.snapshot().version})")
+
+
+@click.command("delete")
+@click.argument("index_dir", type=click.Path())
+@click.option("--doc-id", "doc_ids", multiple=True, required=True, help="Document id to delete (repeatable).")
+@wait_option
+def delete_command(index_dir, doc_ids, wait) -> None:
+    """Delete documents by id, as a new version.
+
+    \b
+    Example:
+      deepseek-rag delete contracts.idx --doc-id old-lease.pdf
+    """
+    from ..document_index import DocumentIndex
+
+    doc_ids = list(dict.fromkeys(doc_ids))
+    index = DocumentIndex.load(index_dir, lock_timeout=wait)
+    try:
+        chunks = index.delete_documents(doc_ids)
+        index.save()
+    finally:
+        index.close()
+    click.echo(f"deleted {len(doc_ids)} documents ({chunks} chunks) from {index_dir} (version {index.snapshot().version})")

@@ -1,0 +1,106 @@
+"""``deepseek-rag query`` and ``info``: search an index, and show what it holds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from .common import retrieval_kwargs, retrieval_options
+
+
+@click.command("query")
+@click.argument("index_dir", type=click.Path())
+@click.argument("text")
+@click.option("--top-k", type=int, default=5, show_default=True, help="Results to return.")
+@click.option("--level", type=click.Choice(["chunk", "document"]), default="chunk", show_default=True)
+@click.option("--expand", type=int, default=0, show_default=True, help="Neighbouring chunks to add on each side.")
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE|JSON",
+              help='Metadata filter (repeatable): KEY=VALUE (a value that parses as a JSON number, true/false or null is '
+                   'compared as that; repeat a key for any-of), or a JSON expression such as \'{"year": {"$gte": 2020}}\'.')
+@click.option("--focus", "focus_documents", type=int, default=0, show_default=True,
+              help="Rank documents first and return chunks of the best N only (0 = off).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@retrieval_options
+def query_command(index_dir, text, top_k, level, expand, filters, focus_documents, as_json, mode, fusion, sparse_weight) -> None:
+    """Search an index (its current version; nothing is written).
+
+    \b
+    Examples:
+      deepseek-rag query contracts.idx "termination for convenience" --top-k 3
+      deepseek-rag query contracts.idx "governing law" --level document --json
+      deepseek-rag query contracts.idx "BRCA1 mutation" --mode sparse
+      deepseek-rag query contracts.idx "Acme lease: who repairs the roof?" --focus 1
+      deepseek-rag query shop.idx "hiking boots" --filter '{"price": {"$lte": 120}}'
+    """
+    from ..document_index import DocumentIndex
+
+    retriever = DocumentIndex.load(index_dir, writable=False).as_retriever(
+        top_k=top_k, expand_neighbors=expand, focus_documents=focus_documents,
+        **retrieval_kwargs(mode, fusion, sparse_weight),
+    )
+    parsed = parse_filters(filters)
+    if level == "document":
+        results = retriever.retrieve_documents(text, filters=parsed)
+        if as_json:
+            click.echo(json.dumps({"query": text, "documents": [asdict(d) for d in results]}, ensure_ascii=False))
+            return
+        for rank, doc in enumerate(results, 1):
+            best = doc.hits[0]
+            click.echo(f"{rank}. {doc.doc_id}  score={doc.score:.3f}  best chars {best.start}-{best.end}")
+        return
+    hits = retriever.retrieve(text, filters=parsed)
+    if as_json:
+        click.echo(json.dumps({"query": text, "hits": [asdict(h) for h in hits]}, ensure_ascii=False))
+        return
+    for rank, hit in enumerate(hits, 1):
+        click.echo(f"{rank}. {hit.doc_id} [chars {hit.start}-{hit.end}] score={hit.score:.3f}")
+        click.echo("   " + " ".join(hit.text.split())[:300])
+
+
+def parse_filters(filters: tuple[str, ...]) -> dict[str, Any] | None:
+    """``--filter`` values: JSON objects are merged as expressions; ``KEY=VALUE`` pairs become any-of lists."""
+    parsed: dict[str, Any] = {}
+    pairs: dict[str, list[Any]] = {}
+    for item in filters:
+        if item.lstrip().startswith("{"):
+            try:
+                expression = json.loads(item)
+            except json.JSONDecodeError as exc:
+                raise click.BadParameter(f"{item!r} is not valid JSON ({exc})", param_hint="--filter") from None
+            if not isinstance(expression, dict):
+                raise click.BadParameter(f"{item!r} must be a JSON object", param_hint="--filter")
+            parsed.setdefault("$and", []).append(expression)
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE or a JSON object", param_hint="--filter")
+        pairs.setdefault(key, []).append(_scalar(value))
+    for key, values in pairs.items():
+        parsed.setdefault("$and", []).append({key: values})
+    return parsed or None
+
+
+def _scalar(value: str) -> Any:
+    """A KEY=VALUE value as the JSON scalar it spells (``2021``, ``true``, ``null``), else the string itself."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        return value
+    return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
+
+
+@click.command("info")
+@click.argument("index_dir", type=click.Path())
+@click.option("--ids", is_flag=True, help="Also list the document ids.")
+def info_command(index_dir, ids) -> None:
+    """Show an index's version, counts, spec, sizes and encoder."""
+    from ..document_index import DocumentIndex
+
+    index = DocumentIndex.load(index_dir, writable=False)
+    info = index.info()
+    if ids:
+        info["document_ids"] = index.document_ids()
+    click.echo(json.dumps(info, indent=2, ensure_ascii=False))

@@ -1,0 +1,45 @@
+"""``IndexSettings``: how documents become vectors and postings, and how the directory keeps versions.
+
+Saved in every version record, so ``add`` later cuts, embeds and analyses new documents the way the index
+was built. Nested configs: chunking (``ingest/chunking.py``), the BM25 side (``sparse/bm25.py``) and versions
+(``storage/merging.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .config import Config
+from .errors import InvalidInputError
+from .ingest.chunking import ChunkingConfig
+from .sparse.bm25 import SparseConfig
+from .storage.merging import VersionSettings
+
+
+@dataclass
+class IndexSettings(Config):
+    """How documents become vectors; saved in the manifest so ``add`` later cuts and embeds the same way."""
+
+    index_spec: str = field(default="auto", metadata={"help": "FAISS factory string, or 'auto' (by corpus size)."})
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    contextual_headers: bool = field(
+        default=True, metadata={"help": "Embed each chunk with its document title and section heading in front."}
+    )
+    sparse: SparseConfig = field(
+        default_factory=SparseConfig, metadata={"help": "The BM25 side: analysis and scoring (enabled=False: none)."}
+    )
+    detect_language: bool = field(
+        default=True,
+        metadata={"help": "Record metadata['language'] (detected) on documents without one; it picks the BM25 analyzer."},
+    )
+    versions: VersionSettings = field(
+        default_factory=VersionSettings, metadata={"help": "Versions kept on disk and when segments merge."}
+    )
+
+    def __post_init__(self) -> None:
+        for name, kind in (("chunking", ChunkingConfig), ("sparse", SparseConfig), ("versions", VersionSettings)):
+            if isinstance(getattr(self, name), Mapping):
+                setattr(self, name, kind.from_dict(getattr(self, name)))
+        if not isinstance(self.index_spec, str) or not self.index_spec.strip():
+            raise InvalidInputError(f"index_spec={self.index_spec!r} must be a FAISS factory string or 'auto'")

@@ -1,0 +1,302 @@
+"""A snapshot: what one version of an index holds — its segments and their deletion markers — read without locks.
+
+A snapshot never changes. A writer makes a new one for every change (adding a segment, or replacing a
+segment's deletion markers) and swaps it in with one assignment, so a search that started on the old one
+finishes on the old one, consistently: the chunk ids a vector search returns are resolved in the same
+snapshot's stores. Searches go to every segment and are merged by score; deleted chunks are excluded as id
+filters. The BM25 side is one :class:`~deepseek_rag.sparse.bm25.SparseIndex` over all segments' postings,
+so its statistics are the snapshot's live chunks.
+
+Reads that a retriever needs (``get_chunks``, ``chunks_of``, ``document_span``...) have the names and
+meaning they had on the first release's single ``ChunkStore``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..documents import Chunk, Document
+from ..errors import InvalidInputError
+from ..sparse.bm25 import PostingsPart, SparseConfig, SparseIndex
+from ..vectors.base import IdFilter
+from ..vectors.faiss_store import FaissVectorStore
+from ..vectors.filters import Filter
+from .segment import Segment
+
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class SegmentState:
+    """A segment as one snapshot sees it: its deleted chunk ids (sorted) and how many documents they end."""
+
+    segment: Segment
+    deleted: np.ndarray = field(default_factory=lambda: _EMPTY)
+    deleted_documents: int = 0
+    deletes_file: str | None = None  # where ``deleted`` is written (None: nothing deleted, or not yet saved)
+
+    @property
+    def live_chunks(self) -> int:
+        return self.segment.chunks - len(self.deleted)
+
+    @property
+    def live_documents(self) -> int:
+        return self.segment.documents - self.deleted_documents
+
+    def is_live(self, chunk_id: int) -> bool:
+        if not len(self.deleted):
+            return True
+        i = int(np.searchsorted(self.deleted, chunk_id))
+        return i >= len(self.deleted) or self.deleted[i] != chunk_id
+
+
+class Snapshot:
+    """An immutable view of an index: segments in age order, each with its deletion markers."""
+
+    def __init__(
+        self,
+        states: Sequence[SegmentState],
+        *,
+        dim: int,
+        template: FaissVectorStore,
+        sparse: SparseConfig | None,
+        version: int | None = None,
+        next_chunk_id: int = 1,
+        next_segment: int = 1,
+        trained_file: str | None = None,
+    ) -> None:
+        self.states = tuple(states)
+        self.trained_file = trained_file
+        self.dim = dim
+        self.template = template
+        self.sparse_config = sparse
+        self.version = version
+        self.next_chunk_id = next_chunk_id
+        self.next_segment = next_segment
+        self._sparse: SparseIndex | None = None
+        self._sparse_lock = threading.Lock()
+        self._located: dict[str, tuple[int, list[int]] | None] = {}
+
+    def derive(self, states: Sequence[SegmentState], **changes: Any) -> Snapshot:
+        """A new snapshot with other states (and fields); this one is left as it is."""
+        fields = {"dim": self.dim, "template": self.template, "sparse": self.sparse_config, "version": self.version,
+                  "next_chunk_id": self.next_chunk_id, "next_segment": self.next_segment,
+                  "trained_file": self.trained_file, **changes}
+        return Snapshot(states, **fields)
+
+    # ------------------------------------------------------------------------------------ counts
+    def counts(self) -> tuple[int, int]:
+        """(documents, chunks) live in this snapshot."""
+        return (sum(s.live_documents for s in self.states), sum(s.live_chunks for s in self.states))
+
+    def vector_count(self) -> int:
+        return sum(len(s.segment.vectors) - len(s.deleted) for s in self.states)
+
+    @property
+    def spec(self) -> str:
+        return self.template.spec
+
+    def nbytes(self) -> int:
+        """Bytes of the vector files (or of the serialised in-memory indexes)."""
+        return sum(s.segment.vectors.nbytes() for s in self.states)
+
+    # ------------------------------------------------------------------------------------ documents
+    def locate(self, doc_id: str) -> tuple[int, list[int]] | None:
+        """(index of the state holding the live ``doc_id``, its chunk ids) or None. Newest segments first."""
+        if doc_id in self._located:
+            return self._located[doc_id]
+        found = None
+        for position in range(len(self.states) - 1, -1, -1):
+            state = self.states[position]
+            ids = state.segment.store.chunk_ids_of(doc_id)
+            if ids and state.is_live(ids[0]):
+                found = (position, ids)
+                break
+        if len(self._located) < 100_000:
+            self._located[doc_id] = found
+        return found
+
+    def has_document(self, doc_id: str) -> bool:
+        return self.locate(doc_id) is not None
+
+    def document_ids(self) -> list[str]:
+        out = []
+        for state in self.states:
+            for doc_id, first in state.segment.store.document_ids():
+                if first is not None and state.is_live(first):
+                    out.append(doc_id)
+        return out
+
+    def get_document(self, doc_id: str) -> Document | None:
+        found = self.locate(doc_id)
+        return None if found is None else self.states[found[0]].segment.store.get_document(doc_id)
+
+    def document_metadata(self, doc_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for doc_id in dict.fromkeys(doc_ids):
+            found = self.locate(doc_id)
+            if found is not None:
+                out.update(self.states[found[0]].segment.store.document_metadata([doc_id]))
+        return out
+
+    def document_span(self, doc_id: str, start: int, end: int) -> str:
+        found = self.locate(doc_id)
+        return "" if found is None else self.states[found[0]].segment.store.document_span(doc_id, start, end)
+
+    # ------------------------------------------------------------------------------------ chunks
+    def get_chunks(self, ids: Sequence[int]) -> dict[int, Chunk]:
+        """Live chunks by id (unknown or deleted ids are left out)."""
+        wanted = np.asarray(list(ids), dtype=np.int64)
+        out: dict[int, Chunk] = {}
+        if not len(wanted):
+            return out
+        for state in self.states:
+            chunk_ids = state.segment.chunk_ids
+            mine = wanted[np.isin(wanted, chunk_ids)] if len(self.states) > 1 else wanted
+            if len(state.deleted):
+                mine = mine[~np.isin(mine, state.deleted)]
+            if len(mine):
+                out.update(state.segment.store.get_chunks(mine.tolist()))
+        return out
+
+    def chunks_of(self, doc_id: str, first: int = 0, last: int | None = None) -> list[Chunk]:
+        found = self.locate(doc_id)
+        return [] if found is None else self.states[found[0]].segment.store.chunks_of(doc_id, first, last)
+
+    def iter_chunks(self, batch_size: int = 4096) -> Iterator[list[Chunk]]:
+        """Every live chunk, segment by segment (ids ascending within a segment)."""
+        for state in self.states:
+            for batch in state.segment.store.iter_chunks(batch_size):
+                live = [c for c in batch if state.is_live(c.id)] if len(state.deleted) else batch
+                if live:
+                    yield live
+
+    def chunk_ids_matching(self, filters: Filter | Mapping[str, Any] | None) -> np.ndarray:
+        """Live chunk ids (ascending) whose document passes ``filters``."""
+        parts = []
+        for state in self.states:
+            ids = state.segment.store.chunk_ids_matching(filters)
+            if len(state.deleted):
+                ids = ids[~np.isin(ids, state.deleted)]
+            parts.append(ids)
+        return np.sort(np.concatenate(parts)) if parts else _EMPTY
+
+    # ------------------------------------------------------------------------------------ searching
+    def search_vectors(
+        self, query_vectors: np.ndarray, k: int, *, filters: Filter | Mapping[str, Any] | None = None,
+        nprobe: int | None = None, params: Mapping[str, Any] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Vector search over every segment, live chunks only, (+ metadata filter) → (scores, ids), (n, k)."""
+        queries = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
+        parsed = Filter.parse(filters)
+        allowed = self.chunk_ids_matching(parsed) if parsed is not None else None
+        knobs = dict(params or {})
+        if nprobe is not None:
+            knobs["nprobe"] = nprobe
+        results = []
+        for state in self.states:
+            if not len(state.segment.vectors):
+                continue
+            id_filter = IdFilter.of(allowed, state.deleted)
+            if allowed is not None and id_filter is not None and id_filter.allowed is not None and not len(id_filter.allowed):
+                continue
+            results.append(state.segment.vectors.search(queries, k, filter=id_filter, params=knobs or None))
+        return _merge_top_k(results, len(queries), k)
+
+    @property
+    def has_sparse(self) -> bool:
+        return self.sparse_config is not None
+
+    @property
+    def sparse(self) -> SparseIndex:
+        """The BM25 index over every live chunk (built on first use, once per snapshot)."""
+        if self.sparse_config is None:
+            raise InvalidInputError(
+                "this index has no sparse (BM25) side: it was built with sparse.enabled=False; "
+                "search it with mode='dense', or rebuild it with the sparse side enabled"
+            )
+        if self._sparse is None:
+            with self._sparse_lock:
+                if self._sparse is None:
+                    parts = []
+                    for state in self.states:
+                        postings = state.segment.postings
+                        if postings is None or not len(postings):
+                            continue
+                        live = None
+                        if len(state.deleted):
+                            live = ~np.isin(np.asarray(postings.chunk_ids), state.deleted)
+                        parts.append(PostingsPart(postings, live))
+                    self._sparse = SparseIndex(parts, self.sparse_config)
+        return self._sparse
+
+    def search_sparse(
+        self, queries: Sequence[str], k: int, *, filters: Filter | Mapping[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 search (+ metadata filter) → (scores, ids), both (n, k); chunks sharing no term are left out."""
+        sparse = self.sparse
+        parsed = Filter.parse(filters)
+        allowed = self.chunk_ids_matching(parsed) if parsed is not None else None
+        return sparse.search(list(queries), k, allowed_ids=allowed)
+
+    def close(self, keep: Sequence[Segment] = ()) -> None:
+        """Close every segment not in ``keep`` (call only when no search runs on this snapshot any more)."""
+        kept = {id(s) for s in keep}
+        for state in self.states:
+            if id(state.segment) not in kept:
+                state.segment.close()
+
+
+class VectorsSummary:
+    """What ``DocumentIndex.vectors`` shows: the live vector count, the spec, the bytes, and a plain search."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def __len__(self) -> int:
+        return self._snapshot.vector_count()
+
+    @property
+    def spec(self) -> str:
+        return self._snapshot.spec
+
+    @property
+    def dim(self) -> int:
+        return self._snapshot.dim
+
+    @property
+    def nlist(self) -> int | None:
+        return self._snapshot.template.nlist
+
+    @property
+    def nprobe(self) -> int | None:
+        return self._snapshot.template.nprobe
+
+    def nbytes(self) -> int:
+        return self._snapshot.nbytes()
+
+    def search(self, queries: np.ndarray, k: int, **options: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Vector search over the live chunks (see :meth:`Snapshot.search_vectors`)."""
+        return self._snapshot.search_vectors(queries, k, **options)
+
+
+def with_deleted(state: SegmentState, ids: np.ndarray, documents: int) -> SegmentState:
+    """``state`` with ``ids`` (of ``documents`` documents) marked deleted as well; the deletes file is unsaved."""
+    deleted = np.union1d(state.deleted, np.asarray(ids, dtype=np.int64))
+    return replace(state, deleted=deleted, deleted_documents=state.deleted_documents + documents, deletes_file=None)
+
+
+def _merge_top_k(results: list[tuple[np.ndarray, np.ndarray]], n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    if not results:
+        return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+    if len(results) == 1:
+        return results[0]
+    scores = np.concatenate([r[0] for r in results], axis=1)
+    ids = np.concatenate([r[1] for r in results], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
