@@ -52,7 +52,9 @@ def chunk_texts(folder: str, docs: int, encoder: DualEncoder) -> list[str]:
 def with_model(encoder: DualEncoder, model) -> DualEncoder:
     """``encoder`` (tokenizer, batching, pooling) running ``model`` in place of its transformer."""
     variant = copy.copy(encoder)
-    variant.model = model
+    variant.backend = copy.copy(encoder.backend)
+    variant.backend.model = model
+    variant.backend.side_models = {}
     return variant
 
 
@@ -61,7 +63,7 @@ def torch_int8(encoder: DualEncoder) -> DualEncoder:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     linear = {torch.nn.Linear: per_channel_dynamic_qconfig}
-    return with_model(encoder, quantize_dynamic(copy.deepcopy(encoder.model), linear, dtype=torch.qint8))
+    return with_model(encoder, quantize_dynamic(copy.deepcopy(encoder.backend.model), linear, dtype=torch.qint8))
 
 
 class OnnxModel:
@@ -103,10 +105,10 @@ def onnx_encoders(encoder: DualEncoder, workdir: Path) -> dict[str, DualEncoder]
     exported, optimized, quantized = (workdir / f"{n}.onnx" for n in ("model", "optimized", "int8"))
     axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
     # A copy, in eval mode: export restores the wrapper's train/eval mode on everything below it.
-    wrapped = LastHidden(copy.deepcopy(encoder.model).float()).eval()
+    wrapped = LastHidden(copy.deepcopy(encoder.backend.model).float()).eval()
     torch.onnx.export(wrapped, tuple(sample[n] for n in names), str(exported), input_names=names,
                       output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
-    config = encoder.model.config
+    config = encoder.backend.model.config
     optimize_model(str(exported), model_type="bert", num_heads=config.num_attention_heads,
                    hidden_size=config.hidden_size).save_model_to_file(str(optimized))
     quantize_dynamic(str(optimized), str(quantized), weight_type=QuantType.QInt8, per_channel=True,

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .encoding.dual_encoder import DualEncoder, EncoderConfig, check_fingerprint
+from .encoding.dual_encoder import DualEncoder, EncoderConfig
+from .encoding.fingerprint import check_fingerprint
 from .errors import IndexFormatError, InvalidInputError
 from .settings import IndexSettings
 from .sparse.bm25 import SparseConfig

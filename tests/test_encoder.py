@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from deepseek_rag import DualEncoder, EncoderConfig, EncoderMismatchError, InvalidInputError
-from deepseek_rag.encoding.dual_encoder import check_fingerprint, read_sentence_transformers_config
+from deepseek_rag.encoding.fingerprint import check_fingerprint
+from deepseek_rag.encoding.model_folder import read_sentence_transformers_config
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,8 @@ def test_adapter_folder_loads_per_side_and_refuses_another_base(tiny_model_dir, 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
-    from deepseek_rag.encoding.dual_encoder import ADAPTER_CONFIG_NAME, base_model_fingerprint
+    from deepseek_rag.encoding.fingerprint import base_model_fingerprint
+    from deepseek_rag.encoding.model_folder import ADAPTER_CONFIG_NAME
     from deepseek_rag.testing import build_tiny_model
 
     base = AutoModel.from_pretrained(tiny_model_dir)

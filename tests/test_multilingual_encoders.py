@@ -39,7 +39,7 @@ def encoder(request, tmp_path_factory):
 
 def test_the_models_own_tokenizer_and_prefixes_are_used(encoder):
     name = type(encoder.tokenizer).__name__
-    assert ("XLMRoberta" in name) == ("XLMRoberta" in type(encoder.model).__name__)
+    assert ("XLMRoberta" in name) == ("XLMRoberta" in type(encoder.backend.model).__name__)
     assert encoder.query_prefix == "query: " and encoder.document_prefix == "passage: "
     assert encoder.document_prefix_tokens > 0
     assert encoder.encode_queries(["高血压怎么办", "rent"]).shape == (2, encoder.dim)

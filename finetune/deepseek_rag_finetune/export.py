@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from deepseek_rag.encoding.dual_encoder import ADAPTER_CONFIG_NAME
+from deepseek_rag.encoding.model_folder import ADAPTER_CONFIG_NAME
 from deepseek_rag.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 def export_merged_model(adapter: str | Path, out: str | Path, *, model: str | None = None, side: str | None = None,
                         overwrite: bool = False) -> Path:
     """Write ``model`` (None = bundled MiniLM) with ``adapter`` merged in to ``out``; return ``out``."""
-    from peft import PeftModel
     from safetensors.torch import save_file
 
     from deepseek_rag.encoding.dual_encoder import DualEncoder, EncoderConfig
@@ -47,10 +46,8 @@ def export_merged_model(adapter: str | Path, out: str | Path, *, model: str | No
         raise InvalidInputError(f"side={side!r} must be 'query' or 'document'")
 
     encoder = DualEncoder(EncoderConfig(model=model, adapter=str(adapter), dtype="float32", device="cpu"))
-    merged = encoder.model
-    if isinstance(merged, PeftModel):  # asymmetric: keep only the chosen side's adapter, merged
-        merged.set_adapter(side)
-        merged = merged.merge_and_unload(adapter_names=[side])
+    # the backend keeps one merged model per adapted side; a shared adapter is merged into the base
+    merged = encoder.backend.model_for(side or "query")
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
     encoder.tokenizer.save_pretrained(out)
@@ -66,8 +63,8 @@ def export_merged_model(adapter: str | Path, out: str | Path, *, model: str | No
         "pooling_mode_lasttoken": encoder.pooling == "lasttoken",
     }, indent=2))
     modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
-    if encoder.projection is not None:
-        layer = encoder.projection
+    if encoder.backend.projection is not None:
+        layer = encoder.backend.projection
         (out / "2_Dense").mkdir(exist_ok=True)
         (out / "2_Dense" / "config.json").write_text(json.dumps({
             "in_features": layer.in_features, "out_features": layer.out_features, "bias": layer.bias is not None,

@@ -77,7 +77,8 @@ class TrainableEncoder(nn.Module):
         self.config = config
         self.asymmetric = config.adapter_mode == "asymmetric"
         self.query_only = config.adapter_mode == "query"
-        base = encoder.model.float()
+        backend = encoder.backend
+        base = backend.model.float()
         self.target_modules = list(config.target_modules or detect_target_modules(base))
         unknown = [t for t in self.target_modules if t not in linear_layer_names(base)]
         if unknown:
@@ -102,13 +103,13 @@ class TrainableEncoder(nn.Module):
         if config.gradient_checkpointing:
             model.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model
-        encoder.model = model  # DualEncoder.embed runs whatever sits here
-        encoder._side_adapters = {}  # side switching happens in forward, keeping every adapter trainable
+        backend.model = model  # DualEncoder.embed runs whatever sits here, for either side
+        backend.side_models = {}  # side switching happens in use_side, keeping every adapter trainable
         self.projection: nn.Linear | None = None
         if config.projection_dim is not None:
             self.projection = _init_projection(int(base.config.hidden_size), config.projection_dim, config.seed)
-            encoder.projection = self.projection
-            encoder.dim = config.projection_dim
+            backend.projection = self.projection
+            backend.dim = encoder.dim = config.projection_dim
         self._trainable = [p for n, p in self.named_parameters() if "lora_" in n or n.startswith("projection.")]
         for p in self._trainable:
             p.requires_grad_(True)

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from deepseek_rag.encoding.dual_encoder import ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION
+from deepseek_rag.encoding.model_folder import ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION
 
 from . import __version__
 from .lora import SHARED_ADAPTER, SIDES, TrainableEncoder
