@@ -269,7 +269,8 @@ class DocumentIndex:
         with self._mutex:
             if self.path is None or self._writer_lock is not None:
                 return
-            lock = WriterLock(self.path, "DocumentIndex").acquire(self.lock_timeout if timeout is None else timeout)
+            wait = self.lock_timeout if timeout is None else timeout
+            lock = WriterLock(self.path, "changes not yet saved, or being saved").acquire(wait)
             try:
                 if (self.path / CURRENT_NAME).exists():
                     current = read_current(self.path)
@@ -338,7 +339,7 @@ class DocumentIndex:
             if found is None:
                 raise InvalidInputError(f"{target} is not an index directory; refusing to overwrite it")
         target.mkdir(parents=True, exist_ok=True)
-        lock = WriterLock(target, "DocumentIndex.save").acquire(self.lock_timeout)
+        lock = WriterLock(target, "saving a new version").acquire(self.lock_timeout)
         try:
             if (target / CURRENT_NAME).exists():
                 collect_garbage(target, read_current(target), self.settings.versions.keep_versions)

@@ -161,3 +161,34 @@ def _write_sentence_transformers_files(
             ]
         )
     )
+
+
+def build_tiny_adapter(model_dir: str | Path, out: str | Path, *, sides: tuple[str, ...] = ("query", "document"),
+                       seed: int = 1) -> Path:
+    """Write a LoRA adapter folder (as ``deepseek-rag finetune`` does) with random, non-zero weights for ``sides``.
+
+    Each listed side gets its own adapter, so the query and document sides encode a text differently: what
+    concurrency tests need to see a side flip. The vectors mean nothing.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    from .encoding.fingerprint import base_model_fingerprint
+    from .encoding.model_folder import ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = AutoModel.from_pretrained(model_dir)
+    fingerprint = base_model_fingerprint(base)
+    for offset, side in enumerate(sides):
+        torch.manual_seed(seed + offset)
+        config = LoraConfig(r=4, lora_alpha=16, target_modules=["query", "value"], init_lora_weights=False)
+        get_peft_model(AutoModel.from_pretrained(model_dir), config).save_pretrained(out / side)
+    manifest = {
+        "format_version": ADAPTER_FORMAT_VERSION, "base_model": str(model_dir), "base_model_fingerprint": fingerprint,
+        "sides": {side: (side if side in sides else None) for side in ("query", "document")}, "projection": None,
+        "encoder": {},
+    }
+    (out / ADAPTER_CONFIG_NAME).write_text(json.dumps(manifest))
+    return out

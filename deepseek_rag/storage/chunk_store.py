@@ -215,6 +215,8 @@ class ChunkStore:
                             rows = conn.execute(
                                 f"SELECT doc_id, text, metadata FROM documents WHERE doc_id IN ({placeholders})", list(docs)
                             ).fetchall()
+                        order = {doc_id: i for i, doc_id in enumerate(docs)}  # keep the source's document order
+                        rows.sort(key=lambda row: order[row[0]])
                         self._conn.executemany("INSERT OR IGNORE INTO documents VALUES (?, ?, ?)", rows)
                     self._conn.executemany(
                         'INSERT INTO chunks (id, doc_id, ordinal, start, "end", text, section) VALUES (?, ?, ?, ?, ?, ?, ?)',

@@ -117,8 +117,9 @@ class WriterLock:
             who = "another DocumentIndex in this process (opened for writing, with changes not yet saved)"
             hint = "save or close that one first"
         elif holder:
+            doing = f", {holder['purpose']}" if holder.get("purpose") else ""
             who = (f"process {holder.get('pid')} on {holder.get('host')} ({holder.get('command')!r}, "
-                   f"since {holder.get('since')})")
+                   f"since {holder.get('since')}{doing})")
             hint = "wait for it to finish, or pass a longer wait (--wait SECONDS)"
         else:
             who = "another process"
