@@ -167,6 +167,8 @@ def _parse_field(key: str, value: Any, depth: int) -> Node:
                 )
             conditions.append(Comparison(key, op, _check_operand(key, op, operand)))
         return conditions[0] if len(conditions) == 1 else Group("$and", tuple(conditions))
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:  # a numpy array of values
+        value = value.tolist()
     if isinstance(value, (list, tuple, set, frozenset)):
         return Comparison(key, "$in", _check_operand(key, "$in", list(value)))
     return Comparison(key, "$eq", _check_operand(key, "$eq", value))
