@@ -9,10 +9,13 @@ default mode). The first release took one lock for every search, so it could not
 
 Part 2 — a writer. A separate process (one torch thread, so each process has a core of this 2-core machine)
 upserts ``--writer-docs`` corpus documents in batches of 100, publishing a version after each. Meanwhile this
-process answers queries through an ``IndexHandle`` that follows every new version (watcher, 0.2 s). The same
+process answers queries through an ``IndexHandle`` that follows every new version (watcher, 0.2 s). The
+writer is pinned to the last core and the reader to the others, so the comparison shows what the writer's
+publishing does to readers (locks, swaps, opening segments), not two CPU-bound processes sharing a core. The same
 query loop runs before and after the writer (idle) and during it; the latencies are compared as a ratio.
-Queries are pre-encoded here too, so the figures measure searching and swapping, not CPU sharing with an
-encoder (``--encode`` adds the query encoding to each timed query).
+Queries are pre-encoded here too (``--encode`` adds the query encoding to each timed query). A control run
+does the writer's chunking and encoding without writing anything, so what publishing adds can be told apart
+from what sharing the machine with an encoder costs.
 """
 
 from __future__ import annotations
@@ -32,18 +35,28 @@ import numpy as np
 
 from deepseek_rag import DocumentIndex, IndexHandle
 from deepseek_rag.evaluation import load_beir_split
+from deepseek_rag.storage.merging import VersionSettings
 
 WRITER = textwrap.dedent("""
-    import sys, time, torch
+    import os, sys, time
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {os.cpu_count() - 1})  # the writer gets the last core, the readers the rest
+    import torch
     torch.set_num_threads(1)
     from deepseek_rag import Document, DocumentIndex, load_beir_corpus
-    path, corpus, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    path, corpus, count, publish = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "publish"
     docs = load_beir_corpus(corpus)[:count]
     index = DocumentIndex.load(path, lock_timeout=60)
+    index.settings.versions.merge_factor = int(sys.argv[5])  # the index may have been built with another
     print("ready", flush=True)
     started = time.perf_counter()
     for start in range(0, len(docs), 100):
         batch = [Document(d.id, d.text + " (revised)", d.metadata) for d in docs[start:start + 100]]
+        if not publish:  # the control: the same chunking and encoding, nothing written
+            prepared = index._prepare(batch, None)
+            print(f"encoded {prepared[0].chunk_count} chunks", flush=True)
+            continue
         index.upsert_documents(batch)
         t = time.perf_counter()
         index.save()
@@ -103,18 +116,27 @@ def main() -> None:
     parser.add_argument("--writer-docs", type=int, default=1000, help="Documents the writer process upserts.")
     parser.add_argument("--idle-seconds", type=float, default=15.0, help="Idle query loop before and after the writer.")
     parser.add_argument("--encode", action="store_true", help="Time query encoding too in part 2.")
+    parser.add_argument("--skip-writer", action="store_true", help="Part 1 only.")
+    parser.add_argument("--merge-factor", type=int, default=VersionSettings().merge_factor,
+                        help="The writer's merge factor (default: the library's).")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="sys.setswitchinterval for this process (Python's default is 0.005 s).")
     parser.add_argument("--json", default=None, help="Write the figures here.")
     args = parser.parse_args()
 
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     split = load_beir_split(args.data, "test")
     texts = list(split.queries.values())
     work = Path(tempfile.mkdtemp(prefix="concurrency-"))
     shutil.copytree(args.index, work / "index")  # the writer changes it: work on a copy
     index = DocumentIndex.load(work / "index", writable=False)
     vectors = index.encoder.encode_queries(texts)
-    results: dict = {"chunks": index.store.counts()[1], "queries": len(texts), "throughput": {}}
+    results: dict = {"chunks": index.store.counts()[1], "queries": len(texts), "throughput": {},
+                     "switch_interval": sys.getswitchinterval()}
 
-    print(f"Part 1: search throughput, {results['chunks']:,} chunks, queries pre-encoded, {args.seconds:g}s each")
+    print(f"Part 1: search throughput, {results['chunks']:,} chunks, queries pre-encoded, {args.seconds:g}s each, "
+          f"switch interval {sys.getswitchinterval() * 1000:g} ms")
     print(f"{'mode':<8}{'threads':>8}{'QPS':>10}{'vs 1':>8}")
     for mode in ("dense", "hybrid"):
         throughput(index, vectors, texts, 2, 1.0, mode)  # warm up
@@ -125,6 +147,12 @@ def main() -> None:
             results["throughput"][f"{mode}-{threads}"] = round(qps, 1)
             print(f"{mode:<8}{threads:>8}{qps:>10.1f}{qps / base:>7.2f}x", flush=True)
 
+    if args.skip_writer:
+        return
+    import os
+
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, set(range(os.cpu_count() - 1)))
     print(f"\nPart 2: hybrid query latency while a writer process upserts {args.writer_docs} documents")
     handle = IndexHandle(work / "index", index.encoder, watch=0.2)
     retriever = handle.as_retriever(top_k=10)
@@ -132,29 +160,39 @@ def main() -> None:
     timed_queries(retriever, vectors, texts, lambda: next(warm_up, None) is not None, args.encode)
     end = time.perf_counter() + args.idle_seconds
     idle = timed_queries(retriever, vectors, texts, lambda: time.perf_counter() < end, args.encode)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(work / "index"), args.data, str(args.writer_docs)],
-                              stdout=subprocess.PIPE, text=True)
-    assert writer.stdout.readline().strip() == "ready"
+    def with_process(publish: bool) -> tuple[list[float], list[str]]:
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(work / "index"), args.data, str(args.writer_docs),
+                                 "publish" if publish else "encode", str(args.merge_factor)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        timings = timed_queries(retriever, vectors, texts, lambda: proc.poll() is None, args.encode)
+        reader.join(timeout=10)
+        return timings, lines
+
+    control, _ = with_process(publish=False)
     version_before = handle.version
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(writer.stdout), daemon=True)
-    reader.start()
-    busy = timed_queries(retriever, vectors, texts, lambda: writer.poll() is None, args.encode)
-    reader.join(timeout=10)
+    busy, lines = with_process(publish=True)
     time.sleep(0.5)
     end = time.perf_counter() + args.idle_seconds
     idle += timed_queries(retriever, vectors, texts, lambda: time.perf_counter() < end, args.encode)
-    results["writer"] = {"idle": percentiles(idle), "during_writer": percentiles(busy),
+    results["writer"] = {"idle": percentiles(idle), "encoding_only": percentiles(control), "during_writer": percentiles(busy),
                          "versions_seen": f"{version_before} -> {handle.version}", "writer_log": [s.strip() for s in lines]}
     ratio = results["writer"]["during_writer"]["p99_ms"] / results["writer"]["idle"]["p99_ms"]
-    results["writer"]["p99_ratio"] = round(ratio, 3)
+    control_ratio = results["writer"]["during_writer"]["p99_ms"] / results["writer"]["encoding_only"]["p99_ms"]
+    results["writer"]["p99_ratio_vs_idle"] = round(ratio, 3)
+    results["writer"]["p99_ratio_vs_encoding_only"] = round(control_ratio, 3)
     for line in lines:
         print("  writer: " + line.strip())
-    print(f"{'':<16}{'queries':>8}{'p50 ms':>9}{'p99 ms':>9}")
-    for label, key in (("idle", "idle"), ("during writer", "during_writer")):
+    print(f"{'':<34}{'queries':>8}{'p50 ms':>9}{'p99 ms':>9}")
+    for label, key in (("idle", "idle"), ("same encoding, nothing published", "encoding_only"),
+                       ("writer upserting and publishing", "during_writer")):
         row = results["writer"][key]
-        print(f"{label:<16}{row['queries']:>8}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}")
-    print(f"p99 during / idle: {ratio:.2f}x; the handle moved from version {version_before} to {handle.version}")
+        print(f"{label:<34}{row['queries']:>8}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}")
+    print(f"p99 with the writer / idle: {ratio:.2f}x; / the same encoding without publishing: {control_ratio:.2f}x; "
+          f"the handle moved from version {version_before} to {handle.version}")
     handle.close()
     shutil.rmtree(work, ignore_errors=True)
     if args.json:

@@ -97,9 +97,10 @@ def weighted_score_fusion(
     keys: dict[K, None] = {}
     for ranking in rankings:
         keys.update((key, None) for key, _ in ranking)
-    fused = {
-        key: sum(w * scores.get(key, missing) for w, (scores, missing) in zip(weights, normalized)) for key in keys
-    }
+    fused = dict.fromkeys(keys, 0.0)
+    for w, (scores, missing) in zip(weights, normalized):
+        for key in fused:
+            fused[key] += w * scores.get(key, missing)
     return _sorted(fused, rankings, weights)
 
 

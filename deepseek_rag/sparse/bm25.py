@@ -185,7 +185,9 @@ class Postings:
                     f"{folder} has postings format {meta.get('format_version')!r}; this library reads "
                     f"{POSTINGS_FORMAT_VERSION}. Upgrade deepseek-rag or rebuild the index."
                 )
-            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _ARRAYS}
+            # plain ndarray views of the mappings: numpy.memmap slices cost a Python call each on the search path
+            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False).view(np.ndarray)
+                      for name in _ARRAYS}
         except (OSError, ValueError, KeyError) as exc:
             raise IndexFormatError(f"{folder} does not hold readable BM25 postings ({exc}); rebuild the index") from exc
         if len(arrays["chunk_ids"]) != meta.get("chunks") or len(arrays["ptr"]) != len(meta["vocab"]) + 1:
@@ -303,47 +305,57 @@ class SparseIndex:
         counts: dict[str, int] = {}
         for term in terms:
             counts[term] = counts.get(term, 0) + 1
+        unique = list(counts)
+        if not unique:
+            return np.empty(0), np.empty(0, dtype=np.int64)
+        repeats = np.fromiter(counts.values(), dtype=np.float64, count=len(unique))
         k1, b, avg = float(self.config.k1), float(self.config.b), self.mean_length or 1.0
-        # The postings of each query term in each part, live chunks only; df counts them over every part.
-        per_part: list[list[tuple[float, np.ndarray, np.ndarray]]] = [[] for _ in self.parts]
-        for term, repeats in counts.items():
-            found = []
-            df = 0
-            for i, part in enumerate(self.parts):
-                t = part.postings.term_index.get(term)
-                if t is None:
-                    continue
-                lo, hi = int(part.postings.ptr[t]), int(part.postings.ptr[t + 1])
-                rows = np.asarray(part.postings.rows[lo:hi])
-                tf = np.asarray(part.postings.tf[lo:hi])
-                if part.live is not None:
-                    alive = part.live[rows]
-                    rows, tf = rows[alive], tf[alive]
-                df += len(rows)
-                found.append((i, rows, tf))
-            if not df:
+        # Gather every query term's postings in a part at once (live chunks only); df sums over the parts.
+        gathered: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        df = np.zeros(len(unique), dtype=np.int64)
+        for i, part in enumerate(self.parts):
+            postings = part.postings
+            found = [(j, postings.term_index.get(term)) for j, term in enumerate(unique)]
+            found = [(j, t) for j, t in found if t is not None]
+            if not found:
                 continue
-            weight = repeats * self._idf(df)
-            for i, rows, tf in found:
-                per_part[i].append((weight, rows, tf))
+            which = np.fromiter((j for j, _ in found), dtype=np.int64, count=len(found))
+            local = np.fromiter((t for _, t in found), dtype=np.int64, count=len(found))
+            starts, sizes = postings.ptr[local], postings.ptr[local + 1] - postings.ptr[local]
+            total = int(sizes.sum())
+            if not total:
+                continue
+            offsets = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(total)  # concatenated ranges
+            rows, tf, term_of = postings.rows[offsets], postings.tf[offsets], np.repeat(which, sizes)
+            if part.live is not None:
+                alive = part.live[rows]
+                rows, tf, term_of = rows[alive], tf[alive], term_of[alive]
+            df += np.bincount(term_of, minlength=len(unique))
+            gathered.append((i, rows, tf, term_of))
+        present = df > 0
+        idf = np.zeros(len(unique))
+        if self.config.method == "atire":
+            idf[present] = np.log(self.chunks / df[present])
+        else:
+            idf[present] = np.log(1 + (self.chunks - df[present] + 0.5) / (df[present] + 0.5))
+        weights = repeats * idf
         all_scores, all_ids = [], []
-        for i, contributions in enumerate(per_part):
-            if not contributions:
-                continue
+        for i, rows, tf, term_of in gathered:
             postings = self.parts[i].postings
-            lengths = np.asarray(postings.lengths)
-            rows = np.concatenate([r for _, r, _ in contributions])
-            values = np.concatenate([
-                w * self._tf_part(tf.astype(np.float64), lengths[r].astype(np.float64), k1, b, avg)
-                for w, r, tf in contributions
-            ])
-            positions, inverse = np.unique(rows, return_inverse=True)
-            summed = np.bincount(inverse, weights=values, minlength=len(positions))
+            values = weights[term_of] * self._tf_part(tf.astype(np.float64), postings.lengths[rows].astype(np.float64),
+                                                       k1, b, avg)
+            if len(rows) * 16 >= len(postings):  # many postings: one dense pass, no sort
+                summed = np.bincount(rows, weights=values, minlength=len(postings))
+                positions = np.flatnonzero(summed > 0)
+                summed = summed[positions]
+            else:  # few postings in a large segment: sort them rather than touch every chunk
+                positions, inverse = np.unique(rows, return_inverse=True)
+                summed = np.bincount(inverse, weights=values, minlength=len(positions))
             keep = summed > 0
             if allowed_masks is not None:
                 keep &= allowed_masks[i][positions]
             all_scores.append(summed[keep])
-            all_ids.append(np.asarray(postings.chunk_ids)[positions[keep]])
+            all_ids.append(postings.chunk_ids[positions[keep]])
         if not all_scores:
             return np.empty(0), np.empty(0, dtype=np.int64)
         return np.concatenate(all_scores), np.concatenate(all_ids)

@@ -81,6 +81,8 @@ class Snapshot:
         self._sparse: SparseIndex | None = None
         self._sparse_lock = threading.Lock()
         self._located: dict[str, tuple[int, list[int]] | None] = {}
+        # one id filter per segment for its deletion markers, shared by every search of this snapshot
+        self._deletions = [IdFilter(excluded=s.deleted) if len(s.deleted) else None for s in self.states]
 
     def derive(self, states: Sequence[SegmentState], **changes: Any) -> Snapshot:
         """A new snapshot with other states (and fields); this one is left as it is."""
@@ -199,12 +201,15 @@ class Snapshot:
         if nprobe is not None:
             knobs["nprobe"] = nprobe
         results = []
-        for state in self.states:
+        for state, deletions in zip(self.states, self._deletions):
             if not len(state.segment.vectors):
                 continue
-            id_filter = IdFilter.of(allowed, state.deleted)
-            if allowed is not None and id_filter is not None and id_filter.allowed is not None and not len(id_filter.allowed):
-                continue
+            if allowed is None:
+                id_filter = deletions
+            else:
+                id_filter = IdFilter.of(allowed, state.deleted)
+                if not len(id_filter.allowed):
+                    continue
             results.append(state.segment.vectors.search(queries, k, filter=id_filter, params=knobs or None))
         return _merge_top_k(results, len(queries), k)
 

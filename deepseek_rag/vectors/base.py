@@ -14,7 +14,7 @@ over it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -46,6 +46,8 @@ class IdFilter:
 
     allowed: np.ndarray | None = None
     excluded: np.ndarray | None = None
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
+    """Backends keep what they derive from the ids here (a faiss selector), built once per filter."""
 
     @classmethod
     def of(cls, allowed: Any = None, excluded: Any = None) -> IdFilter | None:

@@ -82,6 +82,15 @@ class FaissVectorStore:
 
     # ---------------------------------------------------------------- properties
     @property
+    def _index(self) -> faiss.Index | None:
+        return self._faiss_index
+
+    @_index.setter
+    def _index(self, index: faiss.Index | None) -> None:
+        self._faiss_index = index
+        self._ivf = None if index is None else ivf_of(index)  # looked up once, not on every search
+
+    @property
     def dim(self) -> int:
         return self._dim
 
@@ -240,7 +249,10 @@ class FaissVectorStore:
             excluded = filter.excluded
         available = self.ntotal if allowed is None else len(allowed)
         if excluded is not None and allowed is None:
-            available -= int(np.isin(excluded, self._ids, assume_unique=True).sum())
+            present = filter.cache.get("present")
+            if present is None:
+                present = filter.cache["present"] = int(np.isin(excluded, self._ids, assume_unique=True).sum())
+            available -= present
         if len(q) == 0 or available <= 0:
             return scores, ids
         fetch = min(available, k if rescore_vectors is None else k * rescore_factor)
@@ -250,10 +262,13 @@ class FaissVectorStore:
             selector = faiss.IDSelectorBatch(allowed)
             keep_alive.append(allowed)
         elif excluded is not None:
-            inner = faiss.IDSelectorBatch(excluded)
-            selector = faiss.IDSelectorNot(inner)
-            keep_alive += [excluded, inner]
-        ivf = ivf_of(self._index)
+            # deletion markers are the same for every search of a snapshot: build their selector once
+            cached = filter.cache.get("faiss")
+            if cached is None:
+                inner = faiss.IDSelectorBatch(excluded)
+                cached = filter.cache["faiss"] = (faiss.IDSelectorNot(inner), inner, excluded)
+            selector = cached[0]
+        ivf = self._ivf
         if ivf is not None:
             search_args = faiss.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, probe or self.nprobe))
         elif knobs.get("efSearch") is not None and hasattr(faiss, "SearchParametersHNSW"):
