@@ -53,7 +53,7 @@ def synthetic_documents(start: int, count: int, rng: np.random.Generator, tag: s
     for i, n in enumerate(lengths):
         text = " ".join(WORDS[w] for w in picks[at : at + n]) + f" clause {start + i}{tag}."
         at += n
-        out.append(Document(f"doc-{start + i}", text.capitalize(), {"n": start + i}))
+        out.append(Document(f"doc-{start + i}", text.capitalize(), {"n": start + i, "language": "en"}))
     return out
 
 
@@ -114,7 +114,7 @@ def main() -> None:
 
     ids = rng.choice(args.chunks, 100, replace=False)
     measure("upsert 100 documents", lambda: index.upsert_documents(
-        [Document(f"doc-{i}", f"Revised clause {i}: the tenant repairs the roof.", {"n": int(i)}) for i in ids]))
+        [Document(f"doc-{i}", f"Revised clause {i}: the tenant repairs the roof.", {"n": int(i), "language": "en"}) for i in ids]))
     measure("add 100 new documents", lambda: index.add_documents(synthetic_documents(args.chunks, 100, rng)))
     measure("delete 100 documents", lambda: index.delete_documents([f"doc-{i}" for i in rng.choice(args.chunks, 100, replace=False)],
                                                                    missing_ok=True))

@@ -439,8 +439,15 @@ class DocumentIndex:
             raise DocumentNotFoundError(f"no document with id {doc_id!r} in the index")
         return doc
 
+    def discard_changes(self) -> None:
+        """Forget unsaved changes: back to the directory's current version, the writer lock let go."""
+        with self._mutex:
+            if self._changed and self.path is not None and (self.path / CURRENT_NAME).exists():
+                self._changed = False
+                self._reopen()
+            self._changed = False
+            self._release_lock()
+
     def close(self) -> None:
         """Drop unsaved changes and let the writer lock go (the directory keeps its last published version)."""
-        with self._mutex:
-            self._release_lock()
-            self._changed = False
+        self.discard_changes()

@@ -19,6 +19,7 @@ from .demo import demo_command
 from .eval import eval_command
 from .index import add_command, delete_command, index_command
 from .query import info_command, query_command
+from .serve import serve_command
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 for command in (index_command, add_command, delete_command, query_command, info_command, eval_command, ask_command,
-                demo_command):
+                serve_command, demo_command):
     cli.add_command(command)
 
 

@@ -210,10 +210,16 @@ class Retriever:
         queries: Sequence[str] | None = None,
         mode: str | None = None,
     ) -> list[list[Hit]]:
-        """Chunk hits for already-encoded query vectors (n, dim); ``queries`` as in :meth:`documents_by_vectors`."""
+        """Chunk hits for already-encoded query vectors (n, dim); ``queries`` as in :meth:`documents_by_vectors`.
+
+        With ``focus_documents`` set and the query texts given, chunks come from the best documents only, as in
+        :meth:`retrieve`."""
         mode, queries = self._vector_mode(vectors, queries, mode)
+        k = _check_top_k(top_k)
         with self.index.reading() as view:
-            return self._chunk_hits(view, queries, vectors, _check_top_k(top_k), filters, mode, expand=expand)
+            if self.focus_documents and queries is not None:
+                return self._focused_chunk_hits(view, queries, vectors, k, filters, mode)
+            return self._chunk_hits(view, queries, vectors, k, filters, mode, expand=expand)
 
     # ------------------------------------------------------------------------------------ searching
     def _check_mode(self, mode: str | None) -> str:
