@@ -85,6 +85,40 @@ def mrr_at_k(ranked: Sequence[str], judged: Mapping[str, int], k: int) -> float:
     return 0.0
 
 
+METRICS = {"ndcg": ndcg_at_k, "recall": recall_at_k, "mrr": mrr_at_k}
+
+
+def parse_metric(name: str) -> tuple[str, int]:
+    """``"ndcg@10"`` → ``("ndcg", 10)``; an unknown metric is an :class:`InvalidInputError` naming the known ones."""
+    base, _, depth = name.partition("@")
+    if base not in METRICS or not depth.isdigit() or int(depth) < 1:
+        raise InvalidInputError(f"metric {name!r} is not one of ndcg@K, recall@K, mrr@K (K a positive whole number)")
+    return base, int(depth)
+
+
+def per_query(run: Run, qrels: Qrels, metric: str) -> dict[str, float]:
+    """``metric`` (e.g. ``"ndcg@10"``) of every judged query (a query missing from ``run`` scores 0)."""
+    base, k = parse_metric(metric)
+    out = {}
+    for qid, judged in qrels.items():
+        scored = run.get(qid, {})
+        ranked = sorted(scored, key=lambda d: scored[d], reverse=True)
+        out[qid] = METRICS[base](ranked, judged, k)
+    return out
+
+
+def rank_documents(retriever: Any, split: BeirSplit, *, depth: int = 100) -> Run:
+    """Every judged query's ranked documents (the query's own id left out, as BEIR does)."""
+    qids = list(split.queries)
+    run: Run = {}
+    for start in range(0, len(qids), 256):
+        batch = qids[start : start + 256]
+        results = retriever.retrieve_documents_batch([split.queries[q] for q in batch], depth)
+        for qid, docs in zip(batch, results):
+            run[qid] = {d.doc_id: d.score for d in docs if d.doc_id != qid}
+    return run
+
+
 def score_run(run: Run, qrels: Qrels, *, ndcg_k: Sequence[int] = (10,), recall_k: Sequence[int] = (10, 100), mrr_k: int = 10) -> dict[str, float]:
     """Mean metrics over the judged queries (a query missing from ``run`` scores 0)."""
     totals: dict[str, float] = {}
@@ -106,12 +140,7 @@ def evaluate_retriever(retriever: Any, split: BeirSplit, *, depth: int = 100, la
     search + fetch), as a user's request would run, over up to ``latency_queries`` queries.
     """
     qids = list(split.queries)
-    run: Run = {}
-    for start in range(0, len(qids), 256):
-        batch = qids[start : start + 256]
-        results = retriever.retrieve_documents_batch([split.queries[q] for q in batch], depth)
-        for qid, docs in zip(batch, results):
-            run[qid] = {d.doc_id: d.score for d in docs if d.doc_id != qid}
+    run = rank_documents(retriever, split, depth=depth)
     metrics: dict[str, Any] = score_run(run, split.qrels)
     timings = []
     for qid in qids[:latency_queries]:

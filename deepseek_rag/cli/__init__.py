@@ -13,8 +13,10 @@ from importlib.metadata import entry_points
 import click
 
 from .. import __version__
+from .ab_report import ab_report_command
 from .ask import ask_command
 from .common import CONTEXT_SETTINGS, UserErrorGroup, quiet_libraries
+from .compare import compare_command
 from .demo import demo_command
 from .eval import eval_command
 from .index import add_command, delete_command, index_command
@@ -42,7 +44,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 for command in (index_command, add_command, delete_command, query_command, info_command, eval_command, ask_command,
-                serve_command, demo_command):
+                serve_command, compare_command, ab_report_command, demo_command):
     cli.add_command(command)
 
 

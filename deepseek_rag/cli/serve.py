@@ -12,7 +12,9 @@ from .common import wait_option
 
 
 @click.command("serve")
-@click.argument("index_dir", type=click.Path(file_okay=False))
+@click.argument("index_dir", type=click.Path(file_okay=False), required=False)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="serve.toml naming A/B arms (each an index directory and a weight); see the README.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--api-key", envvar="DEEPSEEK_RAG_API_KEY", default=None,
@@ -33,8 +35,8 @@ from .common import wait_option
 @click.option("--model", envvar="DEEPSEEK_RAG_MODEL", default=None,
               help="Encoder for a new, empty index (an existing index names its own).")
 @wait_option
-def serve_command(index_dir, host, port, api_key, read_key, allow_unauthenticated_writes, max_request_bytes, timeout_s,
-                  workers, batch_window_ms, max_batch, model, wait) -> None:
+def serve_command(index_dir, config_file, host, port, api_key, read_key, allow_unauthenticated_writes, max_request_bytes,
+                  timeout_s, workers, batch_window_ms, max_batch, model, wait) -> None:
     """Serve an index over HTTP: retrieve, ask, upsert and delete documents, metrics.
 
     The directory is created as an empty index when it does not exist. Writes need --api-key; reads need
@@ -48,10 +50,14 @@ def serve_command(index_dir, host, port, api_key, read_key, allow_unauthenticate
     import uvicorn
 
     from ..serve.app import SETTINGS_ENV, create_app
+    from ..serve.arms import ExperimentSettings
     from ..serve.settings import ServeSettings
 
+    if (index_dir is None) == (config_file is None):
+        raise click.UsageError("give an INDEX_DIR or --config serve.toml (one of them)")
+    experiment = ExperimentSettings.from_toml(config_file) if config_file else None
     settings = ServeSettings(
-        index=os.path.abspath(index_dir), host=host, port=port, api_key=api_key, read_key=read_key,
+        index=os.path.abspath(index_dir) if index_dir else "", experiment=experiment, host=host, port=port, api_key=api_key, read_key=read_key,
         allow_unauthenticated_writes=allow_unauthenticated_writes, max_request_bytes=max_request_bytes,
         timeout_s=timeout_s, batch_window_ms=batch_window_ms, max_batch=max_batch, model=model,
         lock_wait_s=max(wait, 30.0),

@@ -46,19 +46,36 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from .arms import ArmRouter, ArmSettings, ExperimentSettings
+        from .experiments import Experiment
         from .service import ServedIndex
 
-        ensure_index(settings)
-        served = await asyncio.to_thread(ServedIndex, settings, metrics)
-        await served.start()
-        app.state.served = served
+        experiment = settings.experiment
+        if experiment is None:
+            ensure_index(settings)
+            experiment = ExperimentSettings(arms=[ArmSettings(name="default", index=settings.index, default=True)])
+        arms: dict[str, ServedIndex] = {}
+        try:
+            for arm in experiment.arms:  # each arm opens its own index with the encoder its manifest names
+                arms[arm.name] = await asyncio.to_thread(ServedIndex, settings, metrics, name=arm.name, path=Path(arm.index))
+                await arms[arm.name].start()
+        except BaseException:
+            for served in arms.values():
+                await served.stop()
+            raise
+        app.state.arms = arms
+        app.state.router = ArmRouter(experiment)
+        app.state.experiment_settings = experiment
+        app.state.experiment = Experiment(list(arms), experiment.default_arm, min_effect=experiment.min_effect)
         app.state.ready = True
-        logger.info("serving %s (version %s) on %s:%s", settings.index, served.handle.version, settings.host, settings.port)
+        logger.info("serving %s on %s:%s", ", ".join(f"{n} ({s.path}, version {s.handle.version})" for n, s in arms.items()),
+                    settings.host, settings.port)
         try:
             yield
         finally:
             app.state.ready = False
-            await served.stop()
+            for served in arms.values():
+                await served.stop()
 
     app = FastAPI(
         title="deepseek-rag", version=__version__, lifespan=lifespan,
@@ -69,9 +86,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.ready = False
     app.add_middleware(LimitsMiddleware, settings=settings, metrics=metrics)
     _install_error_handlers(app)
+    from .admin_routes import router as admin_router
     from .routes import router
 
     app.include_router(router)
+    app.include_router(admin_router)
     return app
 
 

@@ -149,7 +149,8 @@ class UpsertRequest(Request):
 class UpsertResponse(BaseModel):
     upserted: int
     chunks: int
-    index_version: int | None
+    index_version: int | None = Field(description="The default arm's new version.")
+    versions: dict[str, int | None] = Field(default_factory=dict, description="Every arm's new version.")
     request_id: str
 
 
@@ -164,6 +165,7 @@ class DeleteResponse(BaseModel):
     deleted: str
     chunks: int
     index_version: int | None
+    versions: dict[str, int | None] = Field(default_factory=dict)
     request_id: str
 
 
@@ -183,3 +185,36 @@ class Health(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: Any = Field(description="What was wrong, naming the field or value, and what to do.")
+
+
+class FeedbackRequest(Request):
+    request_id: str = Field(min_length=1, max_length=64, description="The request_id of the answer this is about.")
+    signal: Literal["click", "helpful", "unhelpful"]
+    doc_id: str | None = Field(default=None, max_length=1000, description="The document clicked, if any.")
+
+
+class FeedbackResponse(BaseModel):
+    recorded: bool
+    arm: str
+
+
+class WeightsRequest(Request):
+    weights: dict[str, float] = Field(min_length=1, description='New weights by arm name, e.g. {"tuned": 50}.')
+
+
+class PromoteRequest(Request):
+    arm: str = Field(min_length=1, max_length=200)
+
+
+class ArmsOut(BaseModel):
+    default: str
+    weights: dict[str, float]
+    versions: dict[str, int | None]
+
+
+class ExperimentReport(BaseModel):
+    default: str
+    min_effect: float
+    rated_per_arm_needed: int
+    test: str
+    arms: dict[str, dict[str, Any]]

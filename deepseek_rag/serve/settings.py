@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config
 from ..errors import InvalidInputError
+from .arms import ExperimentSettings
 
 MIB = 1024 * 1024
 
@@ -44,10 +45,17 @@ class ServeSettings(Config):
     max_documents_per_request: int = field(default=1000, metadata={"help": "Largest upsert batch."})
     model: str | None = field(default=None, metadata={"help": "Encoder for a new index (default: bundled MiniLM)."})
     lock_wait_s: float = field(default=30.0, metadata={"help": "How long a write waits for another writer."})
+    experiment: ExperimentSettings | None = field(
+        default=None, metadata={"help": "A/B arms (from serve.toml); without it the one index is the arm 'default'."}
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.experiment, dict):
+            self.experiment = ExperimentSettings.from_dict(self.experiment)
+        if self.experiment is not None and not self.index:
+            self.index = next(a.index for a in self.experiment.arms if a.default)
         if not isinstance(self.index, str) or not self.index:
-            raise InvalidInputError("ServeSettings.index must name the index directory to serve")
+            raise InvalidInputError("ServeSettings.index must name the index directory to serve (or give arms)")
         if not 0 < int(self.port) < 65536:
             raise InvalidInputError(f"ServeSettings.port={self.port!r} must be between 1 and 65535")
         if self.allow_unauthenticated_writes and not is_loopback(self.host):
