@@ -36,12 +36,16 @@ def compare_command(data, index_a, index_b, split, metrics, seed, as_json, mode,
     for metric in metrics:
         parse_metric(metric)
     split_data = load_beir_split(data, split)
-    runs = []
+    runs, indexes = [], []
     for path in (index_a, index_b):
-        retriever = DocumentIndex.load(path, writable=False).as_retriever(**retrieval_kwargs(mode, fusion, sparse_weight))
+        indexes.append(DocumentIndex.load(path, writable=False))
+        retriever = indexes[-1].as_retriever(**retrieval_kwargs(mode, fusion, sparse_weight))
         runs.append(rank_documents(retriever, split_data))
     result = {"a": index_a, "b": index_b, "split": split,
               **paired_comparison(runs[0], runs[1], split_data.qrels, metrics, seed=seed)}
+    from ..tracking import log_comparison
+
+    log_comparison(result, indexes[1])  # to B's fine-tuning run, when it has one
     if as_json:
         click.echo(json.dumps(result))
         return

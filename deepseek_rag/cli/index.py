@@ -45,6 +45,9 @@ def index_command(ctx, sources, out, overwrite, index_spec, chunking, chunk_toke
                           make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers), lock_timeout=wait)
     index.add_documents(report.documents, progress=ctx.obj["verbose"] or None)
     index.save(out, overwrite=overwrite)
+    from ..tracking import log_index_build
+
+    log_index_build(index, out)  # when the adapter came from a tracked `deepseek-rag finetune` run
     info = index.info()
     click.echo(f"indexed {info['documents']} documents as {info['chunks']} chunks ({info['index_spec']}) "
                f"in {time.perf_counter() - started:.1f}s → {out} (version {info['version']})")

@@ -34,9 +34,10 @@ from .common import wait_option
 @click.option("--max-batch", type=click.IntRange(1), default=32, show_default=True, help="Most queries per forward pass.")
 @click.option("--model", envvar="DEEPSEEK_RAG_MODEL", default=None,
               help="Encoder for a new, empty index (an existing index names its own).")
+@click.option("--mlflow-model", default=None, help="Register a promoted arm as a version of this MLflow model.")
 @wait_option
 def serve_command(index_dir, config_file, host, port, api_key, read_key, allow_unauthenticated_writes, max_request_bytes,
-                  timeout_s, workers, batch_window_ms, max_batch, model, wait) -> None:
+                  timeout_s, workers, batch_window_ms, max_batch, model, mlflow_model, wait) -> None:
     """Serve an index over HTTP: retrieve, ask, upsert and delete documents, metrics.
 
     The directory is created as an empty index when it does not exist. Writes need --api-key; reads need
@@ -59,7 +60,7 @@ def serve_command(index_dir, config_file, host, port, api_key, read_key, allow_u
     settings = ServeSettings(
         index=os.path.abspath(index_dir) if index_dir else "", experiment=experiment, host=host, port=port, api_key=api_key, read_key=read_key,
         allow_unauthenticated_writes=allow_unauthenticated_writes, max_request_bytes=max_request_bytes,
-        timeout_s=timeout_s, batch_window_ms=batch_window_ms, max_batch=max_batch, model=model,
+        timeout_s=timeout_s, batch_window_ms=batch_window_ms, max_batch=max_batch, model=model, mlflow_model=mlflow_model,
         lock_wait_s=max(wait, 30.0),
     )
     logging.getLogger("deepseek_rag.serve.access").setLevel(logging.INFO)

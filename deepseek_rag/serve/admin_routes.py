@@ -64,10 +64,16 @@ async def set_weights(body: schemas.WeightsRequest, request: Request) -> schemas
              dependencies=[Depends(require_write)])
 async def promote(body: schemas.PromoteRequest, request: Request) -> schemas.ArmsOut:
     """Make an arm the default, with all traffic."""
-    request.app.state.router.promote(body.arm)
-    request.app.state.experiment.default = body.arm
+    state = request.app.state
+    state.router.promote(body.arm)
+    state.experiment.default = body.arm
     logger.info("promoted %s", body.arm)
-    return _arms_out(request)
+    arms = _arms_out(request)
+    if state.settings.mlflow_model:
+        from ..tracking import register_retriever
+
+        arms.registered = await run_in_threadpool(register_retriever, state.arms[body.arm].path, state.settings.mlflow_model)
+    return arms
 
 
 @router.post("/v1/admin/reload", response_model=schemas.ArmsOut, responses={**_ERRORS, **_CONFLICT}, tags=["admin"],

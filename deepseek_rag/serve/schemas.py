@@ -210,6 +210,7 @@ class ArmsOut(BaseModel):
     default: str
     weights: dict[str, float]
     versions: dict[str, int | None]
+    registered: dict[str, Any] | None = Field(default=None, description="The MLflow model version a promotion registered.")
 
 
 class ExperimentReport(BaseModel):

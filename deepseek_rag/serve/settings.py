@@ -45,6 +45,9 @@ class ServeSettings(Config):
     max_documents_per_request: int = field(default=1000, metadata={"help": "Largest upsert batch."})
     model: str | None = field(default=None, metadata={"help": "Encoder for a new index (default: bundled MiniLM)."})
     lock_wait_s: float = field(default=30.0, metadata={"help": "How long a write waits for another writer."})
+    mlflow_model: str | None = field(
+        default=None, metadata={"help": "Register a promoted arm's retriever as a version of this MLflow model."}
+    )
     experiment: ExperimentSettings | None = field(
         default=None, metadata={"help": "A/B arms (from serve.toml); without it the one index is the arm 'default'."}
     )

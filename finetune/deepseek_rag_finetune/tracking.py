@@ -30,11 +30,10 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if use_mlflow is False:
             return
-        try:
-            import mlflow
-        except ImportError:
-            if use_mlflow:
-                raise ImportError("MLflow logging needs mlflow: pip install 'deepseek-rag-finetune[mlflow]'") from None
+        from deepseek_rag.tracking import mlflow_module
+
+        mlflow = mlflow_module(required=bool(use_mlflow))  # points it at $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
+        if mlflow is None:
             return
         self._mlflow = mlflow
         if mlflow.active_run() is None:
@@ -51,6 +50,24 @@ class MetricsLog:
         if self._mlflow is not None:
             numeric = {k.replace("@", "_at_"): float(v) for k, v in values.items() if isinstance(v, (int, float))}
             self._mlflow.log_metrics(numeric, step=step)
+
+    def log_outputs(self, out: str | Path) -> None:
+        """Log the training report and the adapter folder as artifacts, and leave the run id in the folder so the
+        index build and the comparison log to the same run (``deepseek_rag.tracking``)."""
+        if self._mlflow is None or self._mlflow.active_run() is None:
+            return
+        from deepseek_rag.tracking import RUN_FILE, write_run_file
+
+        out = Path(out)
+        run = self._mlflow.active_run()
+        for path in sorted(out.iterdir()):
+            if path.name == "training_report.json":
+                self._mlflow.log_artifact(str(path))
+            elif path.is_file() and path.name not in (RUN_FILE, METRICS_NAME):
+                self._mlflow.log_artifact(str(path), artifact_path="adapter")  # manifest, projection
+            elif path.is_dir() and (path / "adapter_config.json").is_file():  # a PEFT adapter of one side
+                self._mlflow.log_artifacts(str(path), artifact_path=f"adapter/{path.name}")
+        write_run_file(out, run.info.run_id)
 
     def close(self) -> None:
         if self._mlflow is not None and self._mlflow.active_run() is not None:

@@ -273,6 +273,7 @@ class Trainer:
             result.report = self._report(module, ctx, pairs, dev, dev_before, dev_after, step, epoch, started, base_name)
             write_report(self.out, result.report)
             log.log(step, **{f"final_dev_{k}": v for k, v in dev_after.items()})
+            log.log_outputs(self.out)
         log.close()
         barrier(ctx)
         return result
