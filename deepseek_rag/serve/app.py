@@ -68,12 +68,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
         app.state.experiment_settings = experiment
         app.state.experiment = Experiment(list(arms), experiment.default_arm, min_effect=experiment.min_effect)
         app.state.ready = True
+        metrics.ready.set(1)
         logger.info("serving %s on %s:%s", ", ".join(f"{n} ({s.path}, version {s.handle.version})" for n, s in arms.items()),
                     settings.host, settings.port)
         try:
             yield
         finally:
             app.state.ready = False
+            metrics.ready.set(0)
             for served in arms.values():
                 await served.stop()
 

@@ -20,7 +20,7 @@ METRIC_NAMES = (
     "deepseek_rag_requests_total", "deepseek_rag_request_seconds", "deepseek_rag_stage_seconds",
     "deepseek_rag_encode_batch_size", "deepseek_rag_index_documents", "deepseek_rag_index_chunks",
     "deepseek_rag_index_version", "deepseek_rag_inflight_requests", "deepseek_rag_gpu_memory_bytes",
-    "deepseek_rag_index_swaps_total",
+    "deepseek_rag_index_swaps_total", "deepseek_rag_ready",
 )
 """Every metric family the app exports (the Grafana dashboard and alert rules may use only these)."""
 
@@ -47,6 +47,7 @@ class ServeMetrics:
         self.index_version = Gauge(f"{PREFIX}index_version", "The served version of the index.", ["arm"], registry=r)
         self.index_swaps = Counter(f"{PREFIX}index_swaps", "Moves to a newly published version.", ["arm"], registry=r)
         self.inflight = Gauge(f"{PREFIX}inflight_requests", "Requests being served now.", registry=r)
+        self.ready = Gauge(f"{PREFIX}ready", "1 once every arm's index is loaded and searchable, else 0.", registry=r)
         self.gpu_memory = Gauge(f"{PREFIX}gpu_memory_bytes", "CUDA memory allocated by torch (when CUDA is used).",
                                 ["device"], registry=r)
 
