@@ -26,6 +26,7 @@ import numpy as np
 
 from ..documents import DocumentHit, Hit
 from ..errors import InvalidInputError
+from ..vectors.filters import Filter
 from .fusion import DEFAULT_RRF_K, FUSIONS, fuse
 from .protocol import IndexView, SearchableIndex
 
@@ -119,7 +120,8 @@ class Retriever:
         self.expand_neighbors = expand_neighbors
         self.candidate_factor = candidate_factor
         self.nprobe = nprobe
-        self.filters = dict(filters or {})
+        Filter.parse(filters)  # a bad filter is an error now, not at the first query
+        self.filters = dict(filters or {}) if not isinstance(filters, Filter) else filters.to_dict()
         self.fusion = _check_choice("fusion", fusion, FUSIONS)
         if isinstance(sparse_weight, bool) or not isinstance(sparse_weight, (int, float)) or not 0 <= sparse_weight <= 1:
             raise InvalidInputError(f"sparse_weight={sparse_weight!r} must be a number from 0 (dense only) to 1 (sparse only)")
@@ -250,7 +252,7 @@ class Retriever:
         self, view: IndexView, queries: list[str] | None, vectors: np.ndarray | None, depth: int, filters: Mapping[str, Any] | None, mode: str
     ) -> tuple[list[Ranking] | None, list[Ranking] | None]:
         """Each side's (chunk id, score) lists, best first, for the sides ``mode`` uses."""
-        merged = {**self.filters, **(filters or {})} or None
+        merged = Filter.all_of(self.filters, filters)
         dense = sparse = None
         if mode in ("dense", "hybrid"):
             scores, ids = view.search_vectors(vectors, depth, filters=merged, nprobe=self.nprobe)
@@ -316,7 +318,7 @@ class Retriever:
                 continue
             readable = mode == "dense" or (mode == "hybrid" and self._readable(query))
             within = "dense" if readable else "sparse"
-            focused = {**(filters or {}), "doc_id": [d.doc_id for d in found]}
+            focused = Filter.all_of(filters, {"doc_id": [d.doc_id for d in found]})
             vector = None if vectors is None else vectors[i : i + 1]
             results.append(self._chunk_hits(view, [query], vector, k, focused, within, expand=True)[0])
         return results

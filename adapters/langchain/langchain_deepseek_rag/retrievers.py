@@ -38,7 +38,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
     model: str | None = Field(default=None, description="Local model folder for the encoder; None = the index's own.")
     k: int = Field(default=4, description="Documents returned per query (overridable per call: invoke(q, k=2)).")
     filters: dict[str, Any] | None = Field(
-        default=None, description="Metadata filter {key: value or [values]}; key 'doc_id' filters on document id."
+        default=None, description='Metadata filter expression, e.g. {"year": {"$gte": 2021}, "kind": ["a", "b"]}; key "doc_id" filters on document id.'
     )
     level: Literal["chunk", "document"] = Field(default="chunk", description="One result per chunk or per document.")
     expand_neighbors: int = Field(default=0, description="Neighbouring chunks added to each hit on each side.")

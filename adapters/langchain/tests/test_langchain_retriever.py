@@ -72,6 +72,8 @@ def test_filters_field_and_per_call(retriever, tiny_index_dir, tiny_encoder):
     assert {d.metadata["doc_id"] for d in per_call} == {"clinic.txt", "zh.txt"}
     fixed = DeepSeekRAGRetriever.from_index_dir(tiny_index_dir, encoder=tiny_encoder, k=10, filters={"doc_id": ["story.txt"]})
     assert {d.metadata["doc_id"] for d in fixed.invoke("salt")} == {"story.txt"}
+    ranged = retriever.invoke("salt", k=10, filters={"$or": [{"year": {"$gte": 2022}}, {"kind": {"$ne": "medical"}, "year": 2021}]})
+    assert {d.metadata["doc_id"] for d in ranged} == {"clinic.txt", "contract.txt", "story.txt"}  # zh.txt has no year
 
 
 def test_document_level(tiny_index_dir, tiny_encoder, core_documents):

@@ -137,22 +137,42 @@ def test_metadata_filter_or_over_one_key_and_doc_id(built):
     assert _doc_ids(retriever) == {"story.txt", "zh.txt"}
 
 
+def test_every_operator_and_nested_groups(built):
+    """A LlamaIndex query with LTE and a nested OR group across keys, through our retriever."""
+    nested = MetadataFilters(
+        filters=[
+            MetadataFilter(key="year", value=2022, operator=FilterOperator.LTE),
+            MetadataFilters(filters=[MetadataFilter(key="kind", value="story"), MetadataFilter(key="kind", value="medical")],
+                            condition=FilterCondition.OR),
+        ],
+        condition=FilterCondition.AND,
+    )
+    assert _doc_ids(DeepSeekRAGRetriever(built.index, similarity_top_k=10, filters=nested)) == {"story.txt", "clinic.txt"}
+    cases = {
+        FilterOperator.GT: (2021, {"clinic.txt", "zh.txt"}), FilterOperator.GTE: (2022, {"clinic.txt", "zh.txt"}),
+        FilterOperator.LT: (2022, {"contract.txt", "story.txt"}), FilterOperator.NE: (2021, {"clinic.txt", "zh.txt"}),
+        FilterOperator.NIN: ([2021, 2023], {"clinic.txt"}),
+    }
+    for operator, (value, expected) in cases.items():
+        flt = MetadataFilters(filters=[MetadataFilter(key="year", value=value, operator=operator)])
+        assert _doc_ids(DeepSeekRAGRetriever(built.index, similarity_top_k=10, filters=flt)) == expected, operator
+    text = MetadataFilters(filters=[MetadataFilter(key="kind", value="medi", operator=FilterOperator.TEXT_MATCH)])
+    assert _doc_ids(DeepSeekRAGRetriever(built.index, similarity_top_k=10, filters=text)) == {"clinic.txt", "zh.txt"}
+    empty = MetadataFilters(filters=[MetadataFilter(key="lang", value=None, operator=FilterOperator.IS_EMPTY)])
+    assert _doc_ids(DeepSeekRAGRetriever(built.index, similarity_top_k=10, filters=empty)) == {"contract.txt", "clinic.txt", "story.txt"}
+    negated = MetadataFilters(filters=[MetadataFilter(key="kind", value="medical")], condition=FilterCondition.NOT)
+    assert _doc_ids(DeepSeekRAGRetriever(built.index, similarity_top_k=10, filters=negated)) == {"contract.txt", "story.txt"}
+    impossible = MetadataFilters(filters=[MetadataFilter(key="kind", value="story"), MetadataFilter(key="kind", value="x")])
+    assert _doc_ids(DeepSeekRAGRetriever(built.index, similarity_top_k=10, filters=impossible)) == set()  # no error: no match
+
+
 @pytest.mark.parametrize(
     "filters, message",
     [
-        (MetadataFilters(filters=[MetadataFilter(key="year", value=2021, operator=FilterOperator.GT)]), "'>'"),
-        (
-            MetadataFilters(
-                filters=[MetadataFilter(key="kind", value="story"), MetadataFilter(key="year", value=2021)],
-                condition=FilterCondition.OR,
-            ),
-            "OR filters over different keys",
-        ),
-        (
-            MetadataFilters(filters=[MetadataFilter(key="kind", value="story"), MetadataFilter(key="kind", value="x")]),
-            "can never match",
-        ),
+        (MetadataFilters(filters=[MetadataFilter(key="kind", value="X", operator=FilterOperator.TEXT_MATCH_INSENSITIVE)]),
+         "text_match_insensitive"),
         (MetadataFilters(filters=[MetadataFilter(key="kind", value=["a"], operator=FilterOperator.EQ)]), "use FilterOperator.IN"),
+        (MetadataFilters(filters=[MetadataFilter(key="year", value="2021", operator=FilterOperator.GT)]), "compares numbers"),
     ],
 )
 def test_unsupported_filters_raise_clear_errors(built, filters, message):

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from deepseek_rag import DocumentIndex, DualEncoder, EncoderConfig, IndexSettings
+from deepseek_rag import DocumentIndex, DualEncoder, EncoderConfig, Filter, IndexSettings
 from deepseek_rag import Document as CoreDocument
 from deepseek_rag.retrieval.retriever import DocumentHit, Hit, Retriever
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -63,8 +63,9 @@ class DeepSeekRAGRetriever(BaseRetriever):
         level: ``"chunk"`` (one node per chunk) or ``"document"`` (one node per document: its best chunk,
             node id = document id).
         expand_neighbors: widen every hit to its ``n`` neighbouring chunks on each side.
-        filters: LlamaIndex ``MetadataFilters`` (``EQ`` and ``IN``; ``AND``, or ``OR`` over one key) or a
-            deepseek-rag filter dict ``{key: value or [values]}``; the key ``doc_id`` filters on document id.
+        filters: LlamaIndex ``MetadataFilters`` (every operator and condition, nested groups included; see
+            :func:`metadata_filters_to_dict`) or a deepseek-rag filter expression (``{"price": {"$lte": 120}}``);
+            the key ``doc_id`` filters on document id.
         aggregation: how chunk scores make a document score at document level (``max``, ``softmax``, ``topk_sum``).
         nprobe: IVF lists searched per query (None: the index's default).
         mode: ``"dense"``, ``"sparse"`` or ``"hybrid"`` search where the core supports it (None: its default).
@@ -321,70 +322,64 @@ def _resolve_encoder(encoder: DualEncoder | None, model: str | None) -> DualEnco
 
 
 # ---------------------------------------------------------------------------------------- filters in
-_SUPPORTED_OPERATORS = (FilterOperator.EQ, FilterOperator.IN)
+_OPERATORS = {
+    FilterOperator.EQ: "$eq", FilterOperator.NE: "$ne", FilterOperator.GT: "$gt", FilterOperator.GTE: "$gte",
+    FilterOperator.LT: "$lt", FilterOperator.LTE: "$lte", FilterOperator.IN: "$in", FilterOperator.NIN: "$nin",
+    FilterOperator.TEXT_MATCH: "$contains", FilterOperator.CONTAINS: "$contains",
+}
 
 
 def metadata_filters_to_dict(filters: MetadataFilters | Mapping[str, Any] | None) -> dict[str, Any]:
-    """Translate LlamaIndex ``MetadataFilters`` into deepseek-rag's filter dict ``{key: [allowed values]}``.
+    """Translate LlamaIndex ``MetadataFilters`` into deepseek-rag's filter expression (``vectors/filters.py``).
 
-    Supported: ``EQ`` and ``IN``, combined with ``AND`` (values of one key intersect), or with ``OR`` when
-    every filter names the same key (values unite). Anything else is a ``ValueError`` naming it.
-    A plain dict is taken as a deepseek-rag filter dict already.
+    Every operator maps: ``==`` ``!=`` ``>`` ``>=`` ``<`` ``<=`` ``in`` ``nin``; ``text_match`` (substring of a
+    string value) and ``contains`` (an item of a list value, or a substring) become ``$contains``; ``any`` /
+    ``all`` (a list value holding any / all of the given items) become ``$or`` / ``$and`` of ``$contains``;
+    ``is_empty`` becomes ``$exists: false``. Conditions ``and``, ``or`` and ``not`` nest, with nested
+    ``MetadataFilters`` as their operands. ``text_match_insensitive`` has no equivalent and is refused clearly.
+    A plain dict is taken as a deepseek-rag filter expression already. The result is checked by ``Filter.parse``.
     """
     if filters is None:
         return {}
     if isinstance(filters, Mapping):
-        return {str(key): list(value) if isinstance(value, (list, tuple, set)) else value for key, value in filters.items()}
-    if not isinstance(filters, MetadataFilters):
+        expression = {str(key): list(value) if isinstance(value, (list, tuple, set)) else value for key, value in filters.items()}
+    elif isinstance(filters, MetadataFilters):
+        expression = _translate(filters) if filters.filters else {}
+    else:
         raise TypeError(f"filters must be llama_index MetadataFilters or a dict, got {type(filters).__name__}")
-    allowed = _translate(filters)
-    return {key: values[0] if len(values) == 1 else values for key, values in allowed.items()}
+    Filter.parse(expression)  # a bad value or operator is an error here, naming it, not at the first query
+    return expression
 
 
-def _translate(filters: MetadataFilters) -> dict[str, list[Any]]:
+def _translate(filters: MetadataFilters) -> dict[str, Any]:
     parts = [_translate(f) if isinstance(f, MetadataFilters) else _translate_one(f) for f in filters.filters]
+    if not parts:
+        raise ValueError("an empty MetadataFilters group matches nothing to combine; drop it or add filters")
     condition = filters.condition or FilterCondition.AND
-    if condition == FilterCondition.AND or len(parts) <= 1:
-        merged: dict[str, list[Any]] = {}
-        for part in parts:
-            for key, values in part.items():
-                if key in merged:
-                    merged[key] = [v for v in merged[key] if v in values]
-                    if not merged[key]:
-                        raise ValueError(
-                            f"filters can never match: metadata {key!r} cannot equal one of {values!r} and one of "
-                            f"the values an earlier filter allows at once; check the AND conditions"
-                        )
-                else:
-                    merged[key] = list(values)
-        return merged
-    if condition == FilterCondition.OR:
-        keys = {key for part in parts for key in part}
-        if len(keys) != 1 or any(len(part) != 1 for part in parts):
-            raise ValueError(
-                f"OR filters over different keys ({', '.join(sorted(keys))}) are not supported by deepseek-rag; "
-                "OR is supported over one key (it becomes IN), AND over any keys"
-            )
-        (key,) = keys
-        union: list[Any] = []
-        for part in parts:
-            union.extend(v for v in part[key] if v not in union)
-        return {key: union}
-    raise ValueError(f"filter condition {condition.value!r} is not supported by deepseek-rag; use AND, or OR over one key")
+    if condition == FilterCondition.NOT:
+        return {"$not": parts[0] if len(parts) == 1 else {"$and": parts}}
+    if len(parts) == 1:
+        return parts[0]
+    return {"$or" if condition == FilterCondition.OR else "$and": parts}
 
 
-def _translate_one(flt: MetadataFilter) -> dict[str, list[Any]]:
-    if flt.operator not in _SUPPORTED_OPERATORS:
+def _translate_one(flt: MetadataFilter) -> dict[str, Any]:
+    operator = flt.operator
+    if operator == FilterOperator.IS_EMPTY:
+        return {flt.key: {"$exists": False}}
+    if operator in (FilterOperator.ANY, FilterOperator.ALL):
+        values = flt.value if isinstance(flt.value, (list, tuple)) else [flt.value]
+        if not values:
+            raise ValueError(f"{operator.value!r} filter on {flt.key!r} needs a non-empty list of values")
+        group = [{flt.key: {"$contains": v}} for v in values]
+        return {"$or" if operator == FilterOperator.ANY else "$and": group} if len(group) > 1 else group[0]
+    if operator not in _OPERATORS:
         raise ValueError(
-            f"filter operator {flt.operator.value!r} on {flt.key!r} is not supported by deepseek-rag; "
-            "supported: '==' (EQ) and 'in' (IN)"
+            f"filter operator {operator.value!r} on {flt.key!r} is not supported by deepseek-rag (it has no "
+            f"case-insensitive match); supported: {', '.join(o.value for o in (*_OPERATORS, FilterOperator.ANY, FilterOperator.ALL, FilterOperator.IS_EMPTY))}"
         )
-    if flt.operator == FilterOperator.IN:
-        if not isinstance(flt.value, (list, tuple)) or not flt.value:
-            raise ValueError(f"IN filter on {flt.key!r} needs a non-empty list of values, got {flt.value!r}")
-        return {flt.key: list(dict.fromkeys(flt.value))}
-    if isinstance(flt.value, (list, tuple)):
+    if operator == FilterOperator.EQ and isinstance(flt.value, (list, tuple)):
         raise ValueError(f"EQ filter on {flt.key!r} got a list {flt.value!r}; use FilterOperator.IN for 'any of'")
-    if flt.value is None:
+    if operator == FilterOperator.EQ and flt.value is None:
         raise ValueError(f"EQ filter on {flt.key!r} has no value; give the value the metadata must equal")
-    return {flt.key: [flt.value]}
+    return {flt.key: {_OPERATORS[operator]: list(flt.value) if isinstance(flt.value, tuple) else flt.value}}
