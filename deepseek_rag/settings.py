@@ -33,6 +33,11 @@ class IndexSettings(Config):
         default=True,
         metadata={"help": "Record metadata['language'] (detected) on documents without one; it picks the BM25 analyzer."},
     )
+    filter_fields: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Metadata keys filters use often (price, brand...): each segment indexes them, so a selective "
+                          "filter reads only the matching rows."},
+    )
     versions: VersionSettings = field(
         default_factory=VersionSettings, metadata={"help": "Versions kept on disk and when segments merge."}
     )
@@ -41,5 +46,7 @@ class IndexSettings(Config):
         for name, kind in (("chunking", ChunkingConfig), ("sparse", SparseConfig), ("versions", VersionSettings)):
             if isinstance(getattr(self, name), Mapping):
                 setattr(self, name, kind.from_dict(getattr(self, name)))
+        if not isinstance(self.filter_fields, list) or not all(isinstance(k, str) and k for k in self.filter_fields):
+            raise InvalidInputError(f"filter_fields={self.filter_fields!r} must be a list of metadata key names")
         if not isinstance(self.index_spec, str) or not self.index_spec.strip():
             raise InvalidInputError(f"index_spec={self.index_spec!r} must be a FAISS factory string or 'auto'")

@@ -227,23 +227,27 @@ class ChunkStore:
                 raise
             self._conn.execute("COMMIT")
 
-    def finish(self) -> None:
-        """Close a store built into a file and make it durable (fsync); open it again with :meth:`open`."""
+    def finish(self, index_keys: Iterable[str] = ()) -> None:
+        """Close a store built into a file and make it durable (fsync); open it again with :meth:`open`. Metadata
+        keys in ``index_keys`` get an index, as in :meth:`write_to`."""
         self._check_writable()
         if self.path is None:
             raise InvalidInputError("an in-memory store has no file to finish; use write_to(path)")
         with self._lock:
+            _create_metadata_indexes(self._conn, index_keys)
             self._conn.execute("PRAGMA journal_mode=DELETE")
             self.close()
         _fsync(self.path)
 
-    def write_to(self, path: str | Path) -> None:
-        """Copy this store into a new file at ``path``, fsynced (publishing an in-memory segment)."""
+    def write_to(self, path: str | Path, index_keys: Iterable[str] = ()) -> None:
+        """Copy this store into a new file at ``path``, fsynced (publishing an in-memory segment), with an index on
+        each metadata key in ``index_keys`` (``IndexSettings.filter_fields``)."""
         path = Path(path)
         with self._lock, self._reading() as source:
             target = sqlite3.connect(str(path))
             try:
                 source.backup(target)
+                _create_metadata_indexes(target, index_keys)
                 target.execute("PRAGMA journal_mode=DELETE")
             finally:
                 target.close()
@@ -338,14 +342,47 @@ class ChunkStore:
         rows = self._rows("SELECT id FROM chunks ORDER BY id")
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def chunk_ids_matching(self, filters: Filter | Mapping[str, Any] | None) -> np.ndarray:
-        """Ids (ascending) of the chunks whose document passes ``filters`` (see ``vectors/filters.py``)."""
+    def chunk_ids_matching(self, filters: Filter | Mapping[str, Any] | None, among: np.ndarray | None = None) -> np.ndarray:
+        """Ids (ascending) of the chunks whose document passes ``filters`` (see ``vectors/filters.py``), among
+        ``among`` when given (post-filtering a search's candidates)."""
         parsed = Filter.parse(filters)
         if parsed is None:
-            return self.chunk_ids()
+            return self.chunk_ids() if among is None else np.sort(np.asarray(among, dtype=np.int64))
         where, params = filter_sql(parsed)
+        if among is not None:
+            ids = [int(i) for i in among]
+            if not ids:
+                return np.empty(0, dtype=np.int64)
+            where = f"c.id IN ({','.join('?' * len(ids))}) AND {where}"
+            params = [*ids, *params]
         rows = self._rows(f"SELECT c.id FROM chunks c JOIN documents d USING (doc_id) WHERE {where} ORDER BY c.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def sample_share(self, filters: Filter, sample: int = 2000) -> tuple[int, int]:
+        """(documents passing ``filters``, documents looked at) over an evenly spaced sample of the documents."""
+        with self._lock:
+            if getattr(self, "_sample_rowids", None) is None:
+                total = self._rows("SELECT COUNT(*) FROM documents")[0][0]
+                step = max(1, total // sample)
+                self._sample_rowids = [r[0] for r in self._rows("SELECT rowid FROM documents WHERE rowid % ? = 0", (step,))]
+        rowids = self._sample_rowids
+        if not rowids:
+            return 0, 0
+        where, params = filter_sql(filters)
+        hits = 0
+        for start in range(0, len(rowids), 900):
+            part = rowids[start : start + 900]
+            hits += self._rows(f"SELECT COUNT(*) FROM documents d WHERE d.rowid IN ({','.join('?' * len(part))}) AND {where}",
+                               [*part, *params])[0][0]
+        return hits, len(rowids)
+
+    def non_numeric(self, key: str, limit: int = 5) -> tuple[int, list[str]]:
+        """(how many documents hold a non-number under ``key``, the first ``limit`` of their ids)."""
+        path = '$."' + key + '"'
+        where = f"json_type(metadata, '{path}') NOT IN ('integer', 'real', 'null')"
+        count = self._rows(f"SELECT COUNT(*) FROM documents WHERE {where}")[0][0]
+        ids = [r[0] for r in self._rows(f"SELECT doc_id FROM documents WHERE {where} LIMIT ?", (limit,))] if count else []
+        return int(count), ids
 
     def document_span(self, doc_id: str, start: int, end: int) -> str:
         """``document.text[start:end]`` read without loading the whole document."""
@@ -365,6 +402,16 @@ class ChunkStore:
             self.close()
         except Exception:
             pass
+
+
+def _create_metadata_indexes(conn: sqlite3.Connection, keys: Iterable[str]) -> None:
+    """An expression index per filtered key: ``json_extract(metadata, '$."key"')`` (what sql_filter.py compares)."""
+    for key in keys:
+        Filter.parse({key: {"$exists": True}})  # a key a filter can name: letters, digits, _ - .
+        name = "meta_" + "".join(c if c.isalnum() else "_" for c in key)
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON documents(json_extract(metadata, '$.\"{key}\"'))")
+    if keys:
+        conn.execute("ANALYZE")
 
 
 def _fsync(path: Path) -> None:

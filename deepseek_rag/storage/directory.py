@@ -149,12 +149,13 @@ def publish_snapshot(
             if target.exists():  # left by a publish that crashed before CURRENT moved: never visible
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
+            index_keys = list(settings.get("filter_fields") or [])
             if len(live_fresh) == 1 and not len(live_fresh[0].deleted) and live_fresh[0].segment.path is None:
-                segment = live_fresh[0].segment.write(target, snapshot.sparse_config)
+                segment = live_fresh[0].segment.write(target, snapshot.sparse_config, index_keys)
                 segment.name = name
             else:
                 segment = Segment.merge(name, [(s.segment, s.deleted) for s in live_fresh], snapshot.template,
-                                        target, snapshot.sparse_config)
+                                        target, snapshot.sparse_config, index_keys)
             new_segments.append(segment)
             written += sum(segment.files().values())
             fsync_path(target.parent)

@@ -82,6 +82,7 @@ class Segment:
         template: FaissVectorStore,
         folder: Path | None,
         sparse: SparseConfig | None,
+        index_keys: Sequence[str] = (),
     ) -> Segment:
         """A segment holding every chunk of ``parts`` except each part's excluded (deleted) ids; written into
         ``folder`` when given (and reopened from there), else kept in memory."""
@@ -105,15 +106,16 @@ class Segment:
             raise
         if folder is None:
             return cls(name, store, vectors, postings)
-        store.finish()
+        store.finish(list(index_keys))
         _write_parts(folder, vectors, postings, sparse)
         return cls.open(folder, name, sparse)
 
-    def write(self, folder: Path, sparse: SparseConfig | None) -> Segment:
-        """Write this in-memory segment into the new folder ``folder`` (fsynced) and return it opened from there."""
+    def write(self, folder: Path, sparse: SparseConfig | None, index_keys: Sequence[str] = ()) -> Segment:
+        """Write this in-memory segment into the new folder ``folder`` (fsynced) and return it opened from there;
+        ``index_keys`` are metadata keys the chunk store indexes for filters."""
         folder.mkdir(parents=True)
         try:
-            self.store.write_to(folder / STORE_FILE)
+            self.store.write_to(folder / STORE_FILE, list(index_keys))
             _write_parts(folder, self.vectors, self.postings, sparse)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

@@ -26,6 +26,7 @@ from ..sparse.bm25 import PostingsPart, SparseConfig, SparseIndex
 from ..vectors.base import IdFilter
 from ..vectors.faiss_store import FaissVectorStore
 from ..vectors.filters import Filter
+from .filtering import FilterPlanner
 from .segment import Segment
 
 _EMPTY = np.empty(0, dtype=np.int64)
@@ -81,6 +82,7 @@ class Snapshot:
         self._sparse: SparseIndex | None = None
         self._sparse_lock = threading.Lock()
         self._located: dict[str, tuple[int, list[int]] | None] = {}
+        self._planner: FilterPlanner | None = None
         # one id filter per segment for its deletion markers, shared by every search of this snapshot
         self._deletions = [IdFilter(excluded=s.deleted) if len(s.deleted) else None for s in self.states]
 
@@ -178,11 +180,16 @@ class Snapshot:
                 if live:
                     yield live
 
-    def chunk_ids_matching(self, filters: Filter | Mapping[str, Any] | None) -> np.ndarray:
-        """Live chunk ids (ascending) whose document passes ``filters``."""
+    def chunk_ids_matching(self, filters: Filter | Mapping[str, Any] | None, among: np.ndarray | None = None) -> np.ndarray:
+        """Live chunk ids (ascending) whose document passes ``filters`` (only those in ``among``, when given)."""
         parts = []
         for state in self.states:
-            ids = state.segment.store.chunk_ids_matching(filters)
+            mine = None
+            if among is not None:
+                mine = among[np.isin(among, state.segment.chunk_ids)]
+                if not len(mine):
+                    continue
+            ids = state.segment.store.chunk_ids_matching(filters, among=mine)
             if len(state.deleted):
                 ids = ids[~np.isin(ids, state.deleted)]
             parts.append(ids)
@@ -193,13 +200,20 @@ class Snapshot:
         self, query_vectors: np.ndarray, k: int, *, filters: Filter | Mapping[str, Any] | None = None,
         nprobe: int | None = None, params: Mapping[str, Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Vector search over every segment, live chunks only, (+ metadata filter) → (scores, ids), (n, k)."""
+        """Vector search over every segment, live chunks only, (+ metadata filter) → (scores, ids), (n, k).
+
+        A filter is applied before or after the search by its selectivity (``filtering.py``)."""
         queries = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
-        parsed = Filter.parse(filters)
-        allowed = self.chunk_ids_matching(parsed) if parsed is not None else None
         knobs = dict(params or {})
         if nprobe is not None:
             knobs["nprobe"] = nprobe
+        parsed = Filter.parse(filters)
+        if parsed is None:
+            return self._vector_search(queries, k, None, knobs)
+        return self.planner.search(parsed, k, lambda depth, allowed: self._vector_search(queries, depth, allowed, knobs),
+                                   available=self.vector_count())
+
+    def _vector_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, knobs: dict) -> tuple[np.ndarray, np.ndarray]:
         results = []
         for state, deletions in zip(self.states, self._deletions):
             if not len(state.segment.vectors):
@@ -212,6 +226,13 @@ class Snapshot:
                     continue
             results.append(state.segment.vectors.search(queries, k, filter=id_filter, params=knobs or None))
         return _merge_top_k(results, len(queries), k)
+
+    @property
+    def planner(self) -> FilterPlanner:
+        """How this snapshot runs filtered searches (selectivity estimates and allowed ids, cached)."""
+        if self._planner is None:
+            self._planner = FilterPlanner(self)
+        return self._planner
 
     @property
     def has_sparse(self) -> bool:
@@ -245,9 +266,12 @@ class Snapshot:
     ) -> tuple[np.ndarray, np.ndarray]:
         """BM25 search (+ metadata filter) → (scores, ids), both (n, k); chunks sharing no term are left out."""
         sparse = self.sparse
+        queries = list(queries)
         parsed = Filter.parse(filters)
-        allowed = self.chunk_ids_matching(parsed) if parsed is not None else None
-        return sparse.search(list(queries), k, allowed_ids=allowed)
+        if parsed is None:
+            return sparse.search(queries, k)
+        return self.planner.search(parsed, k, lambda depth, allowed: sparse.search(queries, depth, allowed_ids=allowed),
+                                   available=len(sparse))
 
     def close(self, keep: Sequence[Segment] = ()) -> None:
         """Close every segment not in ``keep`` (call only when no search runs on this snapshot any more)."""

@@ -18,7 +18,7 @@ _RANGE_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 def filter_sql(filter_: Filter) -> tuple[str, list[Any]]:
     """``(where, params)`` selecting the documents (alias ``d``) that pass ``filter_``."""
     params: list[Any] = []
-    return _node_sql(filter_.root, params), params
+    return _node_sql(filter_.root, params, negated=False), params
 
 
 def _path(key: str) -> str:
@@ -30,13 +30,41 @@ def _bind(value: Any, params: list[Any]) -> str:
     return "?"
 
 
-def _node_sql(node: Node, params: list[Any]) -> str:
+def _node_sql(node: Node, params: list[Any], *, negated: bool) -> str:
     if isinstance(node, Negation):
-        return f"(NOT {_node_sql(node.child, params)})"
+        return f"(NOT {_node_sql(node.child, params, negated=not negated)})"
     if isinstance(node, Group):
         joiner = " AND " if node.op == "$and" else " OR "
-        return "(" + joiner.join(_node_sql(child, params) for child in node.children) + ")"
+        return "(" + joiner.join(_node_sql(child, params, negated=negated) for child in node.children) + ")"
+    if not negated:
+        sargable = _indexable_sql(node, params)
+        if sargable is not None:
+            return sargable
     return _comparison_sql(node, params)
+
+
+def _indexable_sql(c: Comparison, params: list[Any]) -> str | None:
+    """Where NULL cannot be inverted (no ``$not`` above), equality, any-of and ranges are written so SQLite can
+    use an index on ``json_extract(metadata, '$."key"')`` (``IndexSettings.filter_fields``); None otherwise."""
+    if c.key == "doc_id":
+        value_sql, type_sql = "d.doc_id", None
+    else:
+        path = _path(c.key)
+        value_sql, type_sql = f"json_extract(d.metadata, '{path}')", f"json_type(d.metadata, '{path}')"
+    op, value = c.op, c.value
+    if op in _RANGE_SQL:
+        if type_sql is None:
+            return "(0)"  # a document id is text: ranges compare numbers
+        return f"({value_sql} {_RANGE_SQL[op]} {_bind(value, params)} AND {type_sql} IN ('integer', 'real'))"
+    if op in ("$eq", "$in"):
+        values = [value] if op == "$eq" else list(value)
+        if any(v is None for v in values):
+            return None
+        placeholders = ", ".join(_bind(v, params) for v in values)
+        # typed comparison: TEXT never equals a number, JSON true/false read as 1/0; arrays/objects read as JSON text
+        guard = f" AND {type_sql} NOT IN ('array', 'object')" if type_sql else ""
+        return f"({value_sql} IN ({placeholders}){guard})"
+    return None
 
 
 def _comparison_sql(c: Comparison, params: list[Any]) -> str:
