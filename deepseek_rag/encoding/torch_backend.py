@@ -32,8 +32,9 @@ def import_transformers() -> Any:
     except ImportError as exc:
         raise MissingDependencyError(
             f"the torch encoder backend needs torch and transformers ({exc.name} is missing): "
-            "pip install 'deepseek-rag[torch]' — or serve an exported encoder (`deepseek-rag export`) "
-            "with pip install 'deepseek-rag[onnx]'"
+            "pip install 'deepseek-rag[torch]'. Without them, load the model's export instead "
+            "(`deepseek-rag export` on a machine with torch; then model=DIR, or --model DIR), which needs only "
+            "'deepseek-rag[onnx]'"
         ) from exc
     return transformers
 
