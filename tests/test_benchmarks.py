@@ -116,3 +116,25 @@ def test_encoder_backends_time_every_backend_and_agree_with_torch(beir_folder, t
     assert rows["onnxruntime-fp32"]["cosine_min"] > 0.999 and rows["llamaindex-hf"]["cosine_min"] > 0.999
     assert rows["torch-int8"]["cosine_min"] > 0.9 and rows["onnxruntime-int8"]["cosine_min"] > 0.9
     assert "vs fp32" in printed
+
+
+def test_encoder_runtimes_compare_torch_with_its_exports(beir_folder, tiny_model_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "runtimes.json"
+    printed = run_script("encoder_runtimes.py", str(beir_folder), "--model", str(tiny_model_dir), "--out",
+                         str(tmp_path / "work"), "--parity-chunks", "8", "--queries", "4", "--rounds", "1",
+                         "--oneshot-docs", "8", "--oneshot-runs", "1", "--json", str(out))
+    result = json.loads(out.read_text())
+    parity = result["parity"]
+    assert set(parity) == {"torch", "onnx-fp32", "onnx-int8", "torchscript"}
+    assert parity["onnx-fp32"]["cosine_min"] >= 0.99999 and parity["torchscript"]["cosine_min"] >= 0.99999
+    assert parity["onnx-fp32"]["query_cosine_min"] >= 0.99999 and 0.9 < parity["onnx-int8"]["cosine_min"] < 1
+    assert all(row["tokens_per_s"] > 0 and row["chunks"] == 8 for row in parity.values())
+    quality = result["quality"]
+    assert quality["onnx-fp32"]["ndcg@10"] == pytest.approx(quality["torch"]["ndcg@10"], abs=1e-4)
+    assert quality["torchscript"]["ndcg_diff_vs_torch"] == pytest.approx(0, abs=1e-4)
+    assert {"torch", "onnx-fp32", "onnx-int8"} == set(result["latency"])
+    assert all(row["queries"] == 4 and row["p99_ms"] >= row["p50_ms"] > 0 for row in result["latency"].values())
+    shot = result["one_shot"]
+    assert set(shot) == {"torch", "onnx-fp32"} and not any(row["progress_bar_leaked"] for row in shot.values())
+    assert "single-query latency" in printed and "one-shot" in printed
