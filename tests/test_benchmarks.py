@@ -138,3 +138,31 @@ def test_encoder_runtimes_compare_torch_with_its_exports(beir_folder, tiny_model
     shot = result["one_shot"]
     assert set(shot) == {"torch", "onnx-fp32"} and not any(row["progress_bar_leaked"] for row in shot.values())
     assert "single-query latency" in printed and "one-shot" in printed
+
+
+def test_gpu_check_fails_fast_and_says_why_without_cuda(tmp_path):
+    import time
+
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the check would run")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--json", str(tmp_path / "gpu.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "CUDA is not available" in done.stderr and "Traceback" not in done.stderr
+    assert time.perf_counter() - started < 60 and not (tmp_path / "gpu.json").exists()
+
+
+def test_gpu_check_code_paths_run_on_a_cpu_with_a_tiny_model(tiny_model_dir, tmp_path):
+    pytest.importorskip("deepseek_rag_finetune")
+    out = tmp_path / "gpu.json"
+    printed = run_script("gpu_check.py", "--device", "cpu", "--model", str(tiny_model_dir), "--texts", "16", "--batch", "4",
+                         "--vectors", "2000", "--queries", "20", "--steps", "3", "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["section"] for r in rows} == {"encode", "faiss", "lora"}
+    assert [r["variant"] for r in rows if r["section"] == "encode"][:4] == [
+        "torch fp32", "torch fp32 + autocast bf16", "torch fp32 + autocast fp16", "torch bf16 weights"]
+    measured = [r for r in rows if r["value"] is not None]
+    assert all(r["value"] > 0 for r in measured) and any(r["section"] == "lora" for r in measured)
+    assert "skipped: faiss-gpu" in printed  # a CPU run never has a GPU index
