@@ -288,3 +288,19 @@ def test_a_manifest_from_a_newer_library_is_refused(exports, tmp_path):
     (folder / EXPORT_MANIFEST_NAME).write_text(json.dumps({**data, "format_version": 99}))
     with pytest.raises(InvalidInputError, match="format_version 99"):
         DualEncoder(model=str(folder))
+
+
+def test_onnx_threads_and_devices(exports, monkeypatch):
+    import onnxruntime
+
+    assert DualEncoder(model=str(exports["onnx"]), threads=1).backend.describe()["threads"] == 1
+    monkeypatch.setenv("DEEPSEEK_RAG_ONNX_THREADS", "2")
+    assert DualEncoder(model=str(exports["onnx"])).backend.threads == 2
+    monkeypatch.setenv("DEEPSEEK_RAG_ONNX_THREADS", "many")
+    with pytest.raises(InvalidInputError, match="DEEPSEEK_RAG_ONNX_THREADS='many'"):
+        DualEncoder(model=str(exports["onnx"]))
+    monkeypatch.delenv("DEEPSEEK_RAG_ONNX_THREADS")
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(InvalidInputError, match="onnxruntime-gpu"):
+            DualEncoder(model=str(exports["onnx"]), device="cuda")
+        assert DualEncoder(model=str(exports["onnx"])).device == "cpu"  # auto: CPU without a CUDA provider
