@@ -94,6 +94,35 @@ def test_a_torch_index_opens_with_its_onnx_export_and_ranks_the_same(torch_index
     assert _cosines(onnx_index.encoder.encode_documents(chunks), torch_encoder.encode_documents(chunks)).min() >= 0.99999
 
 
+def test_exports_chunk_a_long_document_as_the_torch_encoder_does(exports, torch_encoder):
+    long = Document(id="long", text=" ".join(d.text for d in DOCS) * 4, metadata={"title": "Mixed"})
+    expected = [(c.start, c.end, c.text) for c in DocumentIndex(torch_encoder).chunk(long)]
+    assert len(expected) > 3
+    for kind in ("onnx", "torchscript"):
+        exported = DocumentIndex(DualEncoder(model=str(exports[kind])))
+        assert [(c.start, c.end, c.text) for c in exported.chunk(long)] == expected
+
+
+def test_a_projection_is_inside_the_graph(tiny_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "with-dense")
+    (model / "2_Dense").mkdir()
+    (model / "2_Dense" / "config.json").write_text(json.dumps(
+        {"in_features": 32, "out_features": 16, "bias": True, "activation_function": "torch.nn.modules.linear.Identity"}))
+    torch.manual_seed(5)
+    save_file({"linear.weight": torch.randn(16, 32), "linear.bias": torch.randn(16)}, str(model / "2_Dense" / "model.safetensors"))
+    modules = json.loads((model / "modules.json").read_text())
+    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (model / "modules.json").write_text(json.dumps(modules))
+    source = DualEncoder(model=str(model), dtype="float32", device="cpu")
+    assert source.dim == 16
+    exported = DualEncoder(model=str(export_encoder(source, tmp_path / "export")))
+    assert exported.dim == 16 and read_export_manifest(tmp_path / "export").dim == 16
+    assert _cosines(exported.encode_documents(TEXTS), source.encode_documents(TEXTS)).min() >= 0.99999
+
+
 def test_an_index_built_with_the_export_opens_with_the_torch_encoder(exports, tiny_model_dir, tmp_path):
     path = tmp_path / "onnx-built"
     DocumentIndex.build(DOCS, DualEncoder(model=str(exports["onnx"])), IndexSettings(index_spec="Flat")).save(path)
