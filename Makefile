@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 # Every distribution of the repo, installed editable. torch comes first and pinned: an unpinned
 # torch would pull a multi-GB CUDA build; with 2.13.0 present the rest finds it satisfied.
-DISTRIBUTIONS := -e ".[dev,llm,bench,serve,mlflow]" -e adapters/llama-index -e adapters/langchain -e "finetune[dev]"
+DISTRIBUTIONS := -e ".[torch,export,dev,llm,bench,serve,mlflow]" -e adapters/llama-index -e adapters/langchain -e "finetune[dev]"
 
 .PHONY: demo test install clean
 

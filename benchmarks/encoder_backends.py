@@ -10,12 +10,13 @@ included: exactly what a build encodes. Backends, all with the bundled all-MiniL
 * ``torch-bf16``: the same in bfloat16, only on a CPU with native bf16 (AVX512-BF16 / AMX) unless
   ``--bf16 always``: emulated bf16 is several times slower (see compare_llamaindex.py);
 * ``torch-int8``: PyTorch dynamic quantization of every Linear layer, per-channel int8 weights;
-* ``onnxruntime-fp32``: the model exported to ONNX and run by ONNX Runtime with its graph optimisations;
-* ``onnxruntime-int8``: that graph with dynamic per-channel int8 weights (``onnxruntime.quantization``);
+* ``onnxruntime-fp32``: the encoder as ``deepseek-rag export --format onnx`` writes it, run by the ONNX backend
+  (ONNX Runtime, every graph optimisation);
+* ``onnxruntime-int8``: ``deepseek-rag export --int8``: dynamic per-channel int8 weights (``onnxruntime.quantization``);
 * ``llamaindex-hf``: LlamaIndex's ``HuggingFaceEmbedding`` (what its default pipeline calls), same texts.
 
-Ours run through ``DualEncoder.encode_documents`` with only the transformer swapped, so tokenizing,
-length-sorted batching and pooling are the same for all. Rounds alternate between backends (``--rounds``, best round counts), so a busy machine favours none.
+Ours run through ``DualEncoder.encode_documents`` (torch int8 with only the transformer swapped), so
+tokenizing and length-sorted batching are the same for all. Rounds alternate between backends (``--rounds``, best round counts), so a busy machine favours none.
 Reported: tokens/s (word pieces read, special tokens included), speed relative to ``torch-fp32``, and the
 cosine of each text's vector to the ``torch-fp32`` one (min and mean). With ``--compare`` (the JSON of
 compare_llamaindex.py) it also prints the encoder speed-up our build would need to reach 2x LlamaIndex's
@@ -33,7 +34,6 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -66,56 +66,12 @@ def torch_int8(encoder: DualEncoder) -> DualEncoder:
     return with_model(encoder, quantize_dynamic(copy.deepcopy(encoder.backend.model), linear, dtype=torch.qint8))
 
 
-class OnnxModel:
-    """An ONNX Runtime session called like a transformers model: ``model(**features).last_hidden_state``."""
-
-    def __init__(self, path: Path, input_names: list[str]) -> None:
-        import onnxruntime as ort
-        import torch
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_names = input_names
-
-    def __call__(self, **features):
-        import torch
-
-        feed = {n: features[n].cpu().numpy().astype(np.int64) for n in self.input_names}
-        return SimpleNamespace(last_hidden_state=torch.from_numpy(self.session.run(None, feed)[0]))
-
-
 def onnx_encoders(encoder: DualEncoder, workdir: Path) -> dict[str, DualEncoder]:
-    """The encoder running its transformer in ONNX Runtime: fp32 (graph-optimised) and dynamic int8 (per-channel)."""
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers.optimizer import optimize_model
+    """The encoder exported with ``deepseek-rag export`` (float32 and int8) and run by ONNX Runtime."""
+    from deepseek_rag.encoding.export import export_encoder
 
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in encoder.tokenizer.model_input_names]
-
-    class LastHidden(torch.nn.Module):
-        def __init__(self, model) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs):
-            return self.model(**dict(zip(names, inputs))).last_hidden_state
-
-    sample = encoder.tokenizer(["a short text", "another one"], padding=True, return_tensors="pt")
-    exported, optimized, quantized = (workdir / f"{n}.onnx" for n in ("model", "optimized", "int8"))
-    axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
-    # A copy, in eval mode: export restores the wrapper's train/eval mode on everything below it.
-    wrapped = LastHidden(copy.deepcopy(encoder.backend.model).float()).eval()
-    torch.onnx.export(wrapped, tuple(sample[n] for n in names), str(exported), input_names=names,
-                      output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
-    config = encoder.backend.model.config
-    optimize_model(str(exported), model_type="bert", num_heads=config.num_attention_heads,
-                   hidden_size=config.hidden_size).save_model_to_file(str(optimized))
-    quantize_dynamic(str(optimized), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
-                     extra_options={"DefaultTensorType": 1})  # float, for outputs of ORT's fused ops
-
-    return {"onnxruntime-fp32": with_model(encoder, OnnxModel(optimized, names)),
-            "onnxruntime-int8": with_model(encoder, OnnxModel(quantized, names))}
+    return {"onnxruntime-fp32": DualEncoder(model=str(export_encoder(encoder, workdir / "fp32"))),
+            "onnxruntime-int8": DualEncoder(model=str(export_encoder(encoder, workdir / "int8", int8=True)))}
 
 
 def llamaindex_run(texts: list[str]) -> Callable[[], np.ndarray]:

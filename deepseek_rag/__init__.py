@@ -24,6 +24,7 @@ _EXPORTS = {
     "detect_language": "ingest.language",
     "DualEncoder": "encoding.dual_encoder",
     "EncoderConfig": "encoding.dual_encoder",
+    "export_encoder": "encoding.export",
     "VectorStore": "vectors.base",
     "FaissVectorStore": "vectors.faiss_store",
     "VectorIndex": "vectors.faiss_store",
@@ -50,6 +51,7 @@ _EXPORTS = {
     "DocumentNotFoundError": "errors",
     "IndexLockedError": "errors",
     "ReadOnlyIndexError": "errors",
+    "MissingDependencyError": "errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from .settings import IndexSettings
     from .documents import Chunk, Document, DocumentHit, Hit
     from .encoding.dual_encoder import DualEncoder, EncoderConfig
+    from .encoding.export import export_encoder
     from .errors import (
         DeepSeekRAGError,
         DocumentNotFoundError,
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
         IndexLockedError,
         IndexSpecError,
         InvalidInputError,
+        MissingDependencyError,
         ReadOnlyIndexError,
     )
     from .generation import Answer, Source, answer

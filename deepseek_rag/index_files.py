@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .encoding.dual_encoder import DualEncoder, EncoderConfig
+from .encoding.export_folder import is_export_folder
 from .encoding.fingerprint import check_fingerprint
 from .errors import IndexFormatError, InvalidInputError
 from .settings import IndexSettings
@@ -70,11 +71,12 @@ def encoder_and_settings(
 
     if encoder is None:
         try:
-            config = EncoderConfig.from_dict({**record["encoder"]["config"], **(overrides or {})})
+            config = EncoderConfig.from_dict(recorded_config_with(record["encoder"]["config"], overrides or {}))
         except InvalidInputError as exc:
             raise IndexFormatError(f"{folder}: its encoder config cannot be read ({exc})") from exc
         encoder = DualEncoder(config)
-    check_fingerprint(record["encoder"]["fingerprint"], encoder.fingerprint(), str(folder))
+    check_fingerprint(record["encoder"]["fingerprint"], encoder.fingerprint(), str(folder),
+                      allow_precision_mismatch=encoder.config.allow_precision_mismatch)
     try:
         settings = IndexSettings.from_dict(record["settings"])
     except InvalidInputError as exc:
@@ -85,10 +87,22 @@ def encoder_and_settings(
     return encoder, settings
 
 
+def recorded_config_with(recorded: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The index's encoder config with ``overrides`` on top. Another ``model`` brings its own runtime (the recorded
+    ``backend`` named the recorded model's), and an exported one its adapters, merged into its graphs."""
+    config = {**recorded, **overrides}
+    if "model" in overrides and overrides["model"] != recorded.get("model"):
+        if "backend" not in overrides:
+            config["backend"] = "auto"
+        if "adapter" not in overrides and overrides["model"] and is_export_folder(overrides["model"]):
+            config["adapter"] = None
+    return config
+
+
 def portable_encoder_config(encoder: DualEncoder) -> dict[str, Any]:
     """The encoder config to record: the bundled model stays ``None`` so the index opens on any machine."""
     config = encoder.config.to_dict()
-    for key in ("device", "dtype", "batch_size"):
+    for key in ("device", "dtype", "batch_size", "threads", "allow_precision_mismatch"):
         config.pop(key, None)  # how to run, not what the vectors mean
     if config.get("model"):
         model = Path(config["model"])

@@ -116,3 +116,53 @@ def test_encoder_backends_time_every_backend_and_agree_with_torch(beir_folder, t
     assert rows["onnxruntime-fp32"]["cosine_min"] > 0.999 and rows["llamaindex-hf"]["cosine_min"] > 0.999
     assert rows["torch-int8"]["cosine_min"] > 0.9 and rows["onnxruntime-int8"]["cosine_min"] > 0.9
     assert "vs fp32" in printed
+
+
+def test_encoder_runtimes_compare_torch_with_its_exports(beir_folder, tiny_model_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "runtimes.json"
+    printed = run_script("encoder_runtimes.py", str(beir_folder), "--model", str(tiny_model_dir), "--out",
+                         str(tmp_path / "work"), "--parity-chunks", "8", "--queries", "4", "--rounds", "1",
+                         "--oneshot-docs", "8", "--oneshot-runs", "1", "--json", str(out))
+    result = json.loads(out.read_text())
+    parity = result["parity"]
+    assert set(parity) == {"torch", "onnx-fp32", "onnx-int8", "torchscript"}
+    assert parity["onnx-fp32"]["cosine_min"] >= 0.99999 and parity["torchscript"]["cosine_min"] >= 0.99999
+    assert parity["onnx-fp32"]["query_cosine_min"] >= 0.99999 and 0.9 < parity["onnx-int8"]["cosine_min"] < 1
+    assert all(row["tokens_per_s"] > 0 and row["chunks"] == 8 for row in parity.values())
+    quality = result["quality"]
+    assert quality["onnx-fp32"]["ndcg@10"] == pytest.approx(quality["torch"]["ndcg@10"], abs=1e-4)
+    assert quality["torchscript"]["ndcg_diff_vs_torch"] == pytest.approx(0, abs=1e-4)
+    assert {"torch", "onnx-fp32", "onnx-int8"} == set(result["latency"])
+    assert all(row["queries"] == 4 and row["p99_ms"] >= row["p50_ms"] > 0 for row in result["latency"].values())
+    shot = result["one_shot"]
+    assert set(shot) == {"torch", "onnx-fp32"} and not any(row["progress_bar_leaked"] for row in shot.values())
+    assert "single-query latency" in printed and "one-shot" in printed
+
+
+def test_gpu_check_fails_fast_and_says_why_without_cuda(tmp_path):
+    import time
+
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the check would run")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--json", str(tmp_path / "gpu.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "CUDA is not available" in done.stderr and "Traceback" not in done.stderr
+    assert time.perf_counter() - started < 60 and not (tmp_path / "gpu.json").exists()
+
+
+def test_gpu_check_code_paths_run_on_a_cpu_with_a_tiny_model(tiny_model_dir, tmp_path):
+    pytest.importorskip("deepseek_rag_finetune")
+    out = tmp_path / "gpu.json"
+    printed = run_script("gpu_check.py", "--device", "cpu", "--model", str(tiny_model_dir), "--texts", "16", "--batch", "4",
+                         "--vectors", "2000", "--queries", "20", "--steps", "3", "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["section"] for r in rows} == {"encode", "faiss", "lora"}
+    assert [r["variant"] for r in rows if r["section"] == "encode"][:4] == [
+        "torch fp32", "torch fp32 + autocast bf16", "torch fp32 + autocast fp16", "torch bf16 weights"]
+    measured = [r for r in rows if r["value"] is not None]
+    assert all(r["value"] > 0 for r in measured) and any(r["section"] == "lora" for r in measured)
+    assert "skipped: faiss-gpu" in printed  # a CPU run never has a GPU index

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 import click
@@ -25,12 +27,18 @@ class UserErrorGroup(click.Group):
 
 
 def quiet_libraries(verbose: bool) -> None:
-    """Log at INFO with ``-v``, else WARNING; silence transformers' own progress bars and chatter."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import transformers
+    """Log at INFO with ``-v``, else WARNING; silence transformers' chatter without importing it.
 
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    transformers is imported only by the torch encoder (importing it here would cost ~0.5 s, and with torch
+    installed load torch on an ONNX-only path); it reads ``TRANSFORMERS_VERBOSITY`` when it is imported. Its
+    "Loading weights" bar follows this package's log level (``torch_backend.quiet_loading``).
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if verbose:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
 
 
 def encoder_options(func: Any) -> Any:
@@ -45,6 +53,24 @@ def encoder_options(func: Any) -> Any:
     func = click.option("--model", envvar="DEEPSEEK_RAG_MODEL", default=None,
                         help="Local transformers / sentence-transformers folder (default: bundled all-MiniLM-L6-v2).")(func)
     return func
+
+
+def search_encoder_options(func: Any) -> Any:
+    """--model/--allow-int8/--threads, for commands that open an index to search it."""
+    func = click.option("--threads", type=click.IntRange(0), default=None, envvar="DEEPSEEK_RAG_ONNX_THREADS",
+                        help="ONNX Runtime intra-op threads (default: one per physical core).")(func)
+    func = click.option("--allow-int8", is_flag=True,
+                        help="Let an int8 export search an index built in float32 (or the reverse); its vectors "
+                             "differ slightly.")(func)
+    func = click.option("--model", default=None,
+                        help="Search with this encoder folder instead of the one the index names: the same model, "
+                             "e.g. its export (`deepseek-rag export INDEX --out DIR`).")(func)
+    return func
+
+
+def search_overrides(model: str | None, allow_int8: bool, threads: int | None) -> dict[str, Any]:
+    given = {"model": model, "allow_precision_mismatch": allow_int8 or None, "threads": threads}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def make_encoder(model: str | None, adapter: str | None, dtype: str, device: str | None):

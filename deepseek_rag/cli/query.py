@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import retrieval_kwargs, retrieval_options
+from .common import retrieval_kwargs, retrieval_options, search_encoder_options, search_overrides
 
 
 @click.command("query")
@@ -24,7 +24,9 @@ from .common import retrieval_kwargs, retrieval_options
               help="Rank documents first and return chunks of the best N only (0 = off).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @retrieval_options
-def query_command(index_dir, text, top_k, level, expand, filters, focus_documents, as_json, mode, fusion, sparse_weight) -> None:
+@search_encoder_options
+def query_command(index_dir, text, top_k, level, expand, filters, focus_documents, as_json, mode, fusion, sparse_weight,
+                  model, allow_int8, threads) -> None:
     """Search an index (its current version; nothing is written).
 
     \b
@@ -34,10 +36,12 @@ def query_command(index_dir, text, top_k, level, expand, filters, focus_document
       deepseek-rag query contracts.idx "BRCA1 mutation" --mode sparse
       deepseek-rag query contracts.idx "Acme lease: who repairs the roof?" --focus 1
       deepseek-rag query shop.idx "hiking boots" --filter '{"price": {"$lte": 120}}'
+      deepseek-rag query contracts.idx "notice period" --model contracts-onnx    # its ONNX export
     """
     from ..document_index import DocumentIndex
 
-    retriever = DocumentIndex.load(index_dir, writable=False).as_retriever(
+    overrides = search_overrides(model, allow_int8, threads)
+    retriever = DocumentIndex.load(index_dir, writable=False, encoder_overrides=overrides).as_retriever(
         top_k=top_k, expand_neighbors=expand, focus_documents=focus_documents,
         **retrieval_kwargs(mode, fusion, sparse_weight),
     )
@@ -95,11 +99,12 @@ def _scalar(value: str) -> Any:
 @click.command("info")
 @click.argument("index_dir", type=click.Path())
 @click.option("--ids", is_flag=True, help="Also list the document ids.")
-def info_command(index_dir, ids) -> None:
+@search_encoder_options
+def info_command(index_dir, ids, model, allow_int8, threads) -> None:
     """Show an index's version, counts, spec, sizes and encoder."""
     from ..document_index import DocumentIndex
 
-    index = DocumentIndex.load(index_dir, writable=False)
+    index = DocumentIndex.load(index_dir, writable=False, encoder_overrides=search_overrides(model, allow_int8, threads))
     info = index.info()
     if ids:
         info["document_ids"] = index.document_ids()

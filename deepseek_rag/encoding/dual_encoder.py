@@ -5,7 +5,10 @@ Each side may add a text prefix (e5 ``query: ``/``passage: ``, BGE instructions)
 unit normalisation. Output is always float32 ``(n, dim)`` with unit rows.
 
 This class owns prefixes, tokenization and length-sorted batching; the forward pass is an
-:class:`~deepseek_rag.encoding.backend.EncoderBackend` (``torch_backend.py``). It is safe to use from many
+:class:`~deepseek_rag.encoding.backend.EncoderBackend`: ``torch_backend.py`` for a transformers folder,
+``onnx_backend.py`` / ``torchscript_backend.py`` for a folder ``deepseek-rag export`` wrote (``backend="auto"``
+tells them apart by the folder). Exported encoders tokenize with ``fast_tokenizer.py``, so serving one imports
+neither torch (ONNX) nor transformers. It is safe to use from many
 threads at once: each thread tokenizes with its own copy of the tokenizer (a fast tokenizer called with other
 truncation settings from another thread raises "Already borrowed", huggingface/tokenizers#537), and each side
 has its own model module. It does not chunk, index or train (the fine-tuning package calls :meth:`embed`
@@ -26,6 +29,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import InvalidInputError
+from .export_folder import EXPORT_MANIFEST_NAME, ExportManifest, export_defaults, is_export_folder, read_export_manifest
 from .model_folder import (
     default_model_path,
     read_adapter_config,
@@ -36,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 _POOLING_MODES = ("mean", "cls", "max", "lasttoken")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
-BACKENDS = ("torch",)
+BACKENDS = ("auto", "torch", "onnx", "torchscript")
+EXPORT_BACKENDS = ("onnx", "torchscript")
 _TOKENIZE_GROUP = 8192  # texts tokenized (and length-sorted) together when encoding
 
 
@@ -67,7 +72,21 @@ class EncoderConfig(Config):
         metadata={"help": "On a CPU, also cap the padded tokens per forward pass: batches that stay in cache "
                           "(8 x 256 tokens) encoded 1.16x faster than 64 x 256 on a 2-core AVX2 machine."},
     )
-    backend: str = field(default="torch", metadata={"help": f"Runtime of the forward pass: {', '.join(BACKENDS)}."})
+    backend: str = field(
+        default="auto",
+        metadata={"help": "Runtime of the forward pass: torch | onnx | torchscript; auto = onnx or torchscript for a folder "
+                          "`deepseek-rag export` wrote (its manifest says which), else torch."},
+    )
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "Intra-op threads of the ONNX Runtime sessions; None = $DEEPSEEK_RAG_ONNX_THREADS, else ONNX "
+                          "Runtime's default (one per physical core). Other backends keep torch's setting."},
+    )
+    allow_precision_mismatch: bool = field(
+        default=False,
+        metadata={"help": "Search an index built at another weight precision (an int8 export on a float32 index, or the "
+                          "reverse): its vectors differ slightly (cosine ~0.98), so this must be asked for."},
+    )
 
     def __post_init__(self) -> None:
         if self.pooling is not None and self.pooling not in _POOLING_MODES:
@@ -82,6 +101,8 @@ class EncoderConfig(Config):
             raise InvalidInputError(f"cpu_batch_tokens={self.cpu_batch_tokens} must be at least 1")
         if self.max_seq_length is not None and self.max_seq_length < 8:
             raise InvalidInputError(f"max_seq_length={self.max_seq_length} must be at least 8")
+        if self.threads is not None and self.threads < 0:
+            raise InvalidInputError(f"threads={self.threads} must be 0 (the runtime's default) or more")
 
 
 class DualEncoder:
@@ -93,8 +114,6 @@ class DualEncoder:
     """
 
     def __init__(self, config: EncoderConfig | None = None, **overrides: Any) -> None:
-        from transformers import AutoTokenizer
-
         if config is None:
             config = EncoderConfig(**overrides)
         elif overrides:
@@ -104,9 +123,26 @@ class DualEncoder:
         model_dir = Path(self.model_name)
         if config.model and not model_dir.exists() and (model_dir.is_absolute() or config.model.startswith(".")):
             raise InvalidInputError(f"model folder {config.model!r} does not exist; give a local model folder or hub id")
+        manifest = resolve_export(config.backend, model_dir)
+        if manifest is None:
+            tokenizer, defaults = self._load_torch(model_dir)
+        else:
+            tokenizer, defaults = self._load_export(model_dir, manifest)
+        self._tokenizer = tokenizer
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+        self.max_seq_length = min(config.max_seq_length or defaults.get("max_seq_length", 512), self.backend.max_positions)
+        self.dim = self.backend.dim
+
+    def _load_torch(self, model_dir: Path) -> tuple[Any, dict[str, Any]]:
+        """A transformers folder: AutoTokenizer, then the torch backend with the adapter merged per side."""
+        from .torch_backend import TorchBackend, import_transformers
+
+        config = self.config
         st_config = read_sentence_transformers_config(model_dir) if model_dir.is_dir() else {}
+        transformers = import_transformers()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_name)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_name)
         except OSError as exc:
             raise InvalidInputError(
                 f"cannot load the tokenizer of {self.model_name!r}: {exc}. Give a local transformers or "
@@ -114,25 +150,51 @@ class DualEncoder:
             ) from exc
         if not getattr(tokenizer, "is_fast", False):
             raise InvalidInputError(f"model {self.model_name!r} has no fast tokenizer (tokenizer.json); chunk offsets need one")
-        self._tokenizer = tokenizer
-        self._owner = threading.get_ident()
-        self._local = threading.local()
-
         adapter = read_adapter_config(Path(config.adapter)) if config.adapter else None
         defaults = {**st_config, **{k: v for k, v in (adapter or {}).get("encoder", {}).items() if v is not None}}
+        self._set_text_options(defaults)
+        self.backend = TorchBackend(
+            self.model_name, pooling=self.pooling, device=config.device, dtype=config.dtype, st_config=st_config,
+            adapter_folder=Path(config.adapter) if config.adapter else None, adapter=adapter,
+        )
+        return tokenizer, defaults
+
+    def _load_export(self, model_dir: Path, manifest: ExportManifest) -> tuple[Any, dict[str, Any]]:
+        """A folder ``deepseek-rag export`` wrote: its tokenizer.json, then the ONNX or TorchScript graphs."""
+        from .fast_tokenizer import FastTokenizer
+
+        config = self.config
+        if config.adapter:
+            raise InvalidInputError(
+                f"adapter={config.adapter!r}: {model_dir} is an export, its adapters are merged into the graphs already; "
+                "drop the adapter (or export the base model with that adapter)"
+            )
+        if config.dtype not in ("auto", "float32"):
+            raise InvalidInputError(f"dtype={config.dtype!r}: an exported encoder runs at the precision it was exported "
+                                    f"with ({manifest.precision}); leave dtype='auto'")
+        if config.pooling not in (None, manifest.pooling):
+            raise InvalidInputError(f"pooling={config.pooling!r}: the export in {model_dir} has {manifest.pooling!r} "
+                                    "pooling inside its graphs; leave pooling unset or export again")
+        tokenizer = FastTokenizer(model_dir, model_input_names=manifest.input_names)
+        defaults = export_defaults(manifest)
+        self._set_text_options(defaults)
+        if manifest.format == "onnx":
+            from .onnx_backend import OnnxBackend
+
+            self.backend = OnnxBackend(model_dir, manifest, device=config.device, threads=config.threads)
+        else:
+            from .torchscript_backend import TorchScriptBackend
+
+            self.backend = TorchScriptBackend(model_dir, manifest, device=config.device)
+        return tokenizer, defaults
+
+    def _set_text_options(self, defaults: dict[str, Any]) -> None:
+        config = self.config
         self.pooling = config.pooling or defaults.get("pooling", "mean")
         self.query_prefix = config.query_prefix if config.query_prefix is not None else defaults.get("query_prefix", "")
         self.document_prefix = (
             config.document_prefix if config.document_prefix is not None else defaults.get("document_prefix", "")
         )
-        from .torch_backend import TorchBackend
-
-        self.backend = TorchBackend(
-            self.model_name, pooling=self.pooling, device=config.device, dtype=config.dtype, st_config=st_config,
-            adapter_folder=Path(config.adapter) if config.adapter else None, adapter=adapter,
-        )
-        self.max_seq_length = min(config.max_seq_length or defaults.get("max_seq_length", 512), self.backend.max_positions)
-        self.dim = self.backend.dim
 
     # ----------------------------------------------------------------------------------- runtime
     @property
@@ -173,7 +235,10 @@ class DualEncoder:
         return [prefix + t for t in texts]
 
     def embed(self, features: dict[str, Any], side: str) -> Any:
-        """Forward pass → pooled, projected, normalised embeddings as a torch tensor (gradients allowed)."""
+        """Forward pass → pooled, projected, normalised embeddings as a torch tensor (gradients allowed; torch only)."""
+        if not hasattr(self.backend, "embed"):
+            raise InvalidInputError(f"embed() needs the torch backend (this encoder runs {self.backend.name}); "
+                                    "train or fine-tune with the source model, not an export")
         return self.backend.embed(features, side)
 
     def _encode(self, texts: Sequence[str], side: str, batch_size: int | None, progress: bool | None) -> np.ndarray:
@@ -244,4 +309,23 @@ class DualEncoder:
             "max_seq_length": self.max_seq_length,
             "query_prefix": self.query_prefix,
             "document_prefix": self.document_prefix,
+            "quantization": getattr(self.backend, "quantization", None),
         }
+
+
+def resolve_export(backend: str, model_dir: Path) -> ExportManifest | None:
+    """The export manifest when ``backend`` (auto, onnx, torchscript) runs an exported folder; None for torch."""
+    if not is_export_folder(model_dir):
+        if backend in EXPORT_BACKENDS:
+            raise InvalidInputError(
+                f"backend={backend!r} runs an exported encoder, and {str(model_dir)!r} is not one (it has no "
+                f"{EXPORT_MANIFEST_NAME}): run `deepseek-rag export {model_dir} --format {backend} --out DIR` and load DIR"
+            )
+        return None
+    manifest = read_export_manifest(model_dir)
+    if backend == "torch" or (backend in EXPORT_BACKENDS and backend != manifest.format):
+        raise InvalidInputError(
+            f"backend={backend!r}: {model_dir} is an exported {manifest.format} encoder; "
+            f"use backend={manifest.format!r} or 'auto'"
+        )
+    return manifest

