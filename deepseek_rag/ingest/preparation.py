@@ -9,6 +9,7 @@ tokenizer and the settings, so a Dask worker with its own encoder can run it; en
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,6 +18,7 @@ from ..documents import Chunk, Document
 from ..errors import InvalidInputError
 from ..sparse.analysis import stemmer_language
 from .chunking import MARKDOWN_HEADING, ChunkingConfig, chunk_document
+from .decoding import describe_surrogate, lone_surrogate
 from .language import detect_language
 
 MAX_HEADER_CHARS = 160  # a contextual header is a hint, not a second chunk
@@ -53,9 +55,22 @@ def check_batch(documents: Iterable[Any]) -> list[Document]:
             raise InvalidInputError(f"expected Document objects, got {type(doc).__name__}; see loaders.documents_from_records")
         if doc.id in seen:
             raise InvalidInputError(f"document id {doc.id!r} appears twice in this batch; ids must be unique")
+        _check_encodable(doc)
         seen.add(doc.id)
         checked.append(doc)
     return checked
+
+
+def _check_encodable(doc: Document) -> None:
+    """Refuse text UTF-8 cannot hold (lone surrogates): the tokenizer and SQLite would fail on it mid-build."""
+    for part, value in (("id", doc.id), ("text", doc.text),
+                        ("metadata", json.dumps(doc.metadata, ensure_ascii=False, default=str))):
+        position = lone_surrogate(value)
+        if position is not None:
+            raise InvalidInputError(
+                f"document {doc.id!r}: its {part} holds {describe_surrogate(value, position)}; "
+                "decode the source as UTF-8 with errors='replace', or fix the text"
+            )
 
 
 def chunk_for_encoder(document: Document, encoder: Any, chunking: ChunkingConfig, contextual_headers: bool) -> list[Chunk]:
