@@ -17,7 +17,7 @@ from typing import Any
 from ..documents import Chunk, Document
 from ..errors import InvalidInputError
 from ..sparse.analysis import stemmer_language
-from .chunking import MARKDOWN_HEADING, ChunkingConfig, chunk_document
+from .chunking import ChunkingConfig, chunk_document, markdown_headings
 from .decoding import describe_surrogate, lone_surrogate
 from .language import detect_language
 
@@ -79,7 +79,7 @@ def chunk_for_encoder(document: Document, encoder: Any, chunking: ChunkingConfig
     reserved = encoder.document_prefix_tokens
     if contextual_headers:
         # Room for the longest header any chunk of this document gets (title — section heading).
-        longest = max(MARKDOWN_HEADING.findall(document.text), key=len, default=None)
+        longest = max((title for _, title in markdown_headings(document.text)), key=len, default=None)
         header = chunk_header(document.title, longest)
         if header:
             reserved += len(tokenizer(header, add_special_tokens=False)["input_ids"]) + 1
