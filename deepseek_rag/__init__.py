@@ -50,6 +50,7 @@ _EXPORTS = {
     "DocumentNotFoundError": "errors",
     "IndexLockedError": "errors",
     "ReadOnlyIndexError": "errors",
+    "LLMError": "errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
         IndexLockedError,
         IndexSpecError,
         InvalidInputError,
+        LLMError,
         ReadOnlyIndexError,
     )
     from .generation import Answer, Source, answer
