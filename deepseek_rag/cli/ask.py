@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ..errors import DeepSeekRAGError
 from ..generation import DEEPSEEK_MODEL, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, answer
 from ..llm_client import DEFAULT_TIMEOUT, ENV_TIMEOUT
-from .common import CONTEXT_SETTINGS
+from .common import CONTEXT_SETTINGS, echo_json
 
 
 @click.command("ask", context_settings=CONTEXT_SETTINGS)
@@ -57,6 +55,6 @@ def ask_command(index_dir, question, top_k, base_url, model_name, timeout, strea
             click.echo()  # end the partial answer's line, so the error stands on its own
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"question": question, **result.to_dict()}, ensure_ascii=False))
+        echo_json({"question": question, **result.to_dict()})
         return
     click.echo("\n" + result.format_sources())

@@ -102,6 +102,13 @@ def wait_option(func: Any) -> Any:
     )(func)
 
 
+def echo_json(value: Any, **options: Any) -> None:
+    """Print ``value`` as JSON any parser reads: NaN and infinities as the strings "nan", "inf", "-inf"."""
+    from ..jsonable import dumps
+
+    click.echo(dumps(value, **options))
+
+
 def report_skipped(report: Any) -> None:
     for path, reason in report.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)

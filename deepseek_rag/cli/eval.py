@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import click
 
-from .common import encoder_options, index_options, make_encoder, make_settings, retrieval_kwargs, retrieval_options
+from .common import echo_json, encoder_options, index_options, make_encoder, make_settings, retrieval_kwargs, retrieval_options
 
 
 @click.command("eval")
@@ -70,7 +69,7 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
         "sparse_bytes": info["sparse_bytes"], "split": split, "data": Path(data).name,
     }
     if as_json:
-        click.echo(json.dumps(result))
+        echo_json(result)
         return
     for key, value in result.items():
         click.echo(f"{key:>18}: {value}")

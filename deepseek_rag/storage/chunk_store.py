@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from .. import jsonable
 from ..documents import Chunk, Document
 from ..errors import IndexFormatError, InvalidInputError
 from ..vectors.filters import Filter
@@ -57,18 +58,8 @@ _READ_CONNECTIONS = 2  # opened with a read-only store: later ones are opened on
 
 
 def metadata_json(metadata: Mapping[str, Any]) -> str:
-    """Metadata as stored: JSON, non-finite floats as strings ("NaN"), unknown types via ``str``."""
-    return json.dumps(_finite(metadata), ensure_ascii=False, default=str, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    """Metadata as stored: JSON, non-finite floats as strings ("nan", "inf"), unknown types via ``str``."""
+    return jsonable.dumps(metadata)
 
 
 class ChunkStore:
@@ -346,6 +337,23 @@ class ChunkStore:
         where, params = filter_sql(parsed)
         rows = self._rows(f"SELECT c.id FROM chunks c JOIN documents d USING (doc_id) WHERE {where} ORDER BY c.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def metadata_keys(self, excluded_ids: np.ndarray | None = None) -> set[str]:
+        """The top-level metadata keys of the stored documents, leaving out documents whose first chunk is in
+        ``excluded_ids`` (the deleted ones); a document without chunks holds none."""
+        excluded = json.dumps([int(i) for i in excluded_ids]) if excluded_ids is not None and len(excluded_ids) else "[]"
+        live = "FROM documents d JOIN chunks c ON c.doc_id = d.doc_id AND c.ordinal = 0"
+        unless_deleted = "c.id NOT IN (SELECT value FROM json_each(?))"
+        rows = self._rows(
+            f"SELECT DISTINCT j.key {live}, json_each(d.metadata) j WHERE json_valid(d.metadata) AND {unless_deleted}",
+            (excluded,),
+        )
+        keys = {r[0] for r in rows}
+        # The first release stored NaN as bare JSON NaN, which SQLite's JSON functions refuse: read those in Python.
+        for (text,) in self._rows(f"SELECT d.metadata {live} WHERE NOT json_valid(d.metadata) AND {unless_deleted}",
+                                  (excluded,)):
+            keys.update(json.loads(text))
+        return keys
 
     def document_span(self, doc_id: str, start: int, end: int) -> str:
         """``document.text[start:end]`` read without loading the whole document."""
