@@ -8,6 +8,8 @@ import math
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +60,37 @@ def built(corpus, tiny_model_dir, tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------------------- 1. loaders
+def test_a_jsonl_row_with_a_lone_surrogate_is_skipped_and_the_rest_indexed(tiny_model_dir, tmp_path):
+    rows = ['{"_id": "ok", "text": "The tenant pays rent."}', '{"_id": "half", "text": "Broken \\ud83d emoji."}']
+    (tmp_path / "corpus.jsonl").write_text("\n".join(rows) + "\n")
+    result = run("index", tmp_path / "corpus.jsonl", "--out", tmp_path / "idx", "--model", tiny_model_dir)
+    assert result.exit_code == 0, result.output  # first release: tokenizer TypeError, nothing indexed
+    assert result.stdout.startswith("indexed 1 documents")
+    assert f"skipped {tmp_path / 'corpus.jsonl'}:2: row field 'text' holds U+D83D" in result.stderr
+
+
 def test_invalid_utf8_in_a_query_argument_is_a_one_line_error(built):
     query = os.fsdecode(b"caf\xe9 rent")  # what Python makes of the bytes a Latin-1 terminal sends
     error = one_line_error(run("query", built, query))  # first release: a tokenizer traceback
     assert "byte 0xE9 at character 3, which is not valid UTF-8" in error and "LANG" in error
     assert "not valid UTF-8" in one_line_error(run("ask", built, query))
     assert "byte 0xE9" in one_line_error(run("query", built, "rent", "--filter", os.fsdecode(b"party=caf\xe9")))
+
+
+def test_a_legacy_encoding_is_indexed_and_named(tiny_model_dir, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "fr.txt").write_bytes("Café société: le locataire paie le loyer.".encode("cp1252"))
+    result = run("index", tmp_path / "src", "--out", tmp_path / "idx", "--model", tiny_model_dir)
+    assert result.exit_code == 0 and result.stdout.startswith("indexed 1 documents"), result.output
+    assert "fr.txt (cp1252)" in result.stderr
+    text = DocumentIndex.load(tmp_path / "idx", writable=False).get_document("fr.txt").text
+    assert text.startswith("Café société")
+
+
+def test_a_fifo_given_directly_is_named_as_such(tmp_path):
+    os.mkfifo(tmp_path / "pipe.txt")
+    error = one_line_error(run("index", tmp_path / "pipe.txt", "--out", tmp_path / "idx"))
+    assert "is a FIFO (named pipe), not a regular file" in error  # first release: "does not exist"
 
 
 # ---------------------------------------------------------------------------------------------- 4. filters
@@ -152,3 +179,114 @@ def test_a_nan_bm25_parameter_is_refused():
 
     with pytest.raises(InvalidInputError, match="k1=nan"):  # first release: every BM25 score NaN
         SparseConfig(k1=math.nan)
+
+
+@pytest.fixture
+def unsupported(tmp_path) -> Path:
+    """A file the loader skips with a line on stderr: if that line shows, the sources were loaded."""
+    (tmp_path / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    return tmp_path / "image.png"
+
+
+def test_index_out_under_a_file_fails_before_any_work(corpus, unsupported, tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    result = run("index", corpus, unsupported, "--out", tmp_path / "notes.txt" / "idx")
+    # first release: NotADirectoryError traceback after loading and encoding everything
+    error = one_line_error(result)  # the whole of stderr: no "skipped image.png" line, nothing was loaded
+    assert f"{tmp_path / 'notes.txt'} is a file, not a directory" in error
+
+
+def test_index_out_into_a_non_index_folder_fails_before_any_work(corpus, unsupported, tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "thesis.tex").write_text("my thesis")
+    monkeypatch.chdir(tmp_path / "work")
+    assert "is not empty" in one_line_error(run("index", corpus, unsupported, "--out", "."))
+    assert "is not an index directory; refusing to overwrite it" in one_line_error(
+        run("index", corpus, unsupported, "--out", ".", "--overwrite"))
+    assert os.listdir(".") == ["thesis.tex"]
+
+
+def test_index_out_dot_from_inside_an_index_replaces_it(built, corpus, tiny_model_dir, tmp_path, monkeypatch):
+    shutil.copytree(built, tmp_path / "copy")
+    monkeypatch.chdir(tmp_path / "copy")
+    result = run("-q", "index", corpus, "--out", ".", "--overwrite", "--model", tiny_model_dir)
+    assert result.exit_code == 0, result.output  # first release: "PosixPath('.') has an empty name"
+    assert result.stdout.startswith("indexed 3 documents") and "→ . (version 2)" in result.stdout
+
+
+def read_only_prefix(folder: Path) -> list[str]:
+    """A command prefix under which ``folder`` is read-only, for root too (a read-only bind mount)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to make a read-only mount as root")
+    return ["unshare", "-m", "sh", "-c", f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" '
+            '&& exec "$@"', "sh"]
+
+
+def test_index_out_on_a_read_only_folder_fails_before_any_work(corpus, unsupported, tiny_model_dir, tmp_path):
+    (tmp_path / "ro").mkdir()
+    prefix = read_only_prefix(tmp_path / "ro")
+    done = subprocess.run([*prefix, sys.executable, "-m", "deepseek_rag.cli", "index", str(corpus), str(unsupported),
+                           "--out", str(tmp_path / "ro" / "idx"), "--model", str(tiny_model_dir)],
+                          capture_output=True, text=True, timeout=240)
+    if done.returncode != 1 and "mount" in done.stderr:
+        pytest.skip(f"cannot make a read-only mount here: {done.stderr.strip()}")
+    # first release: an OSError traceback after all the encoding
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith(f"Error: cannot write the index to {tmp_path / 'ro' / 'idx'}")
+    assert "Read-only file system" in done.stderr or "Permission denied" in done.stderr
+    assert done.stderr.count("\n") == 1  # no "skipped image.png" line: the sources were not even loaded
+
+
+# ---------------------------------------------------------------------------------------------- 6. small ones
+def test_chunk_tokens_below_sixteen_index(corpus, tiny_model_dir, tmp_path):
+    result = run("-q", "index", corpus, "--out", tmp_path / "idx", "--model", tiny_model_dir, "--chunk-tokens", "8")
+    assert result.exit_code == 0, result.output  # first release: "min_tokens must be in [0, max_tokens=8]"
+    index = DocumentIndex.load(tmp_path / "idx", writable=False)
+    chunking = index.settings.chunking
+    assert (chunking.max_tokens, chunking.overlap, chunking.min_tokens) == (8, 4, 8)
+    tokenizer = index.encoder.tokenizer
+    for batch in index.store.iter_chunks():
+        assert all(len(tokenizer(c.text, add_special_tokens=False)["input_ids"]) <= 8 for c in batch)
+
+
+@pytest.mark.parametrize(("given", "spec"), [("auto", "Flat"), ("IVF2,Flat", "IVF2,Flat")])
+def test_an_emptied_index_reports_its_spec_and_takes_new_documents(given, spec, tiny_model_dir, tmp_path):
+    folder = tmp_path / "idx"
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    for i in range(4):
+        (corpus / f"d{i}.txt").write_text(f"Clause {i}: the tenant repairs the roof and pays the rent on day {i}.")
+    assert run("-q", "index", corpus, "--out", folder, "--model", tiny_model_dir, "--index-spec", given).exit_code == 0
+    deleted = run("delete", folder, *[a for i in range(4) for a in ("--doc-id", f"d{i}.txt")], "--doc-id", "d0.txt")
+    assert deleted.exit_code == 0 and deleted.stdout.startswith("deleted 4 documents")  # first release: "5 documents"
+    info = strict_json(run("info", folder).stdout)
+    assert info["index_spec"] == spec and info["documents"] == 0  # first release: spec "auto", 0 bytes
+    current = json.loads((folder / "CURRENT").read_text())["version"]
+    record = json.loads((folder / "versions" / f"v{current:06d}.json").read_text())
+    assert record["vectors"]["spec"] == spec and record["segments"] == []  # the version holds no vectors...
+    assert info["index_bytes"] == 0 and info["bytes_on_disk"] > 0  # ...and says so; the directory is not empty
+    (tmp_path / "new.txt").write_text("A new clause about parking spaces.")
+    added = run("add", folder, tmp_path / "new.txt")  # first release, IVF: "IVF2 needs at least 2 vectors"
+    assert added.exit_code == 0, added.output
+    hits = strict_json(run("query", folder, "parking", "--json").stdout)["hits"]
+    assert [h["doc_id"] for h in hits] == ["new.txt"]
+
+
+# ---------------------------------------------------------------------------------------------- 8. progress
+def test_quiet_prints_only_the_result_line(corpus, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("deepseek_rag.cli.common.stderr_is_terminal", lambda: True)
+    result = run("--quiet", "index", corpus, "--out", tmp_path / "idx", "--model", tiny_model_dir)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and result.stdout.count("\n") == 1 and result.stdout.startswith("indexed 3 documents")
+
+
+def test_progress_shows_on_a_terminal_and_not_in_a_pipe(corpus, tiny_model_dir, tmp_path, monkeypatch):
+    piped = run("index", corpus, "--out", tmp_path / "piped", "--model", tiny_model_dir)
+    assert piped.exit_code == 0 and piped.stderr == ""  # stderr is not a terminal here: no bars
+    monkeypatch.setattr("deepseek_rag.cli.common.stderr_is_terminal", lambda: True)
+    shown = run("index", corpus, "--out", tmp_path / "terminal", "--model", tiny_model_dir)
+    assert shown.exit_code == 0, shown.output  # first release: silence without -v
+    assert "Loading: 100%" in shown.stderr and "3/3" in shown.stderr and "encode documents: 100%" in shown.stderr

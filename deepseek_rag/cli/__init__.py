@@ -26,8 +26,11 @@ logger = logging.getLogger(__name__)
 @click.group(cls=UserErrorGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="deepseek-rag")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress (INFO) and show progress bars.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars or notes, only results (skipped files and errors are still printed). Progress "
+                   "bars show by default when stderr is a terminal.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """Chunked long-document retrieval: build an index, query it, measure it.
 
     \b
@@ -36,7 +39,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       deepseek-rag query contracts.idx "Who may terminate the agreement?" --top-k 3
       deepseek-rag eval --data datasets/scifact --json
     """
-    ctx.obj = {"verbose": verbose}
+    if verbose and quiet:
+        raise click.UsageError("-v/--verbose and -q/--quiet contradict each other; pass one")
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
     quiet_libraries(verbose)
 
 

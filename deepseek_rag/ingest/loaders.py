@@ -54,7 +54,8 @@ class LoadReport:
     encodings: dict[str, str] = field(default_factory=dict)
 
     def skip(self, path: str | Path, reason: str) -> None:
-        logger.warning("skipping %s: %s", printable(path), reason)
+        # ``skipped`` marks the record for a caller that prints the report itself (the CLI) and drops the log line.
+        logger.warning("skipping %s: %s", printable(path), reason, extra={"skipped": True})
         self.skipped.append((printable(path), reason))
 
 
