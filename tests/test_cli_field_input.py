@@ -150,6 +150,15 @@ def test_query_json_is_valid_when_metadata_holds_nan(legacy_with_nan, level):
     assert "score" in DocumentIndex.load(legacy_with_nan, writable=False).snapshot().metadata_keys()
 
 
+def test_filters_work_on_a_first_release_store_with_bare_nan(legacy_with_nan):
+    # SQLite's JSON functions refuse bare NaN ("malformed JSON" traceback): such a store is filtered in Python.
+    found = run("query", legacy_with_nan, "who repairs the roof?", "--filter", "party=globex", "--json")
+    assert found.exit_code == 0, found.output
+    assert {h["doc_id"] for h in strict_json(found.stdout)["hits"]} == {"lease.txt", "nda.txt", "clinic.txt"}
+    none = run("query", legacy_with_nan, "roof", "--filter", '{"cap": {"$gt": 0}}', "--json")
+    assert none.exit_code == 0 and strict_json(none.stdout)["hits"] == [] and none.stderr == ""
+
+
 def test_ask_eval_and_info_json_are_valid_with_non_finite_numbers(built, monkeypatch, tiny_model_dir, tmp_path):
     from deepseek_rag.generation import Answer, Source
 

@@ -72,6 +72,7 @@ class ChunkStore:
         self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
+        self._bare_nan: bool | None = None  # whether some metadata is not strict JSON (first-release NaN)
         if _read_only:
             for _ in range(_READ_CONNECTIONS):
                 self._pool.put(self._connect_read_only())
@@ -334,9 +335,24 @@ class ChunkStore:
         parsed = Filter.parse(filters)
         if parsed is None:
             return self.chunk_ids()
+        if self._has_bare_nan():
+            return self._chunk_ids_matching_in_python(parsed)
         where, params = filter_sql(parsed)
         rows = self._rows(f"SELECT c.id FROM chunks c JOIN documents d USING (doc_id) WHERE {where} ORDER BY c.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def _has_bare_nan(self) -> bool:
+        """Whether a document's metadata holds JSON SQLite refuses: the first release wrote NaN and Infinity bare."""
+        if self._bare_nan is None:
+            self._bare_nan = bool(self._rows("SELECT EXISTS (SELECT 1 FROM documents WHERE NOT json_valid(metadata))")[0][0])
+        return self._bare_nan
+
+    def _chunk_ids_matching_in_python(self, parsed: Filter) -> np.ndarray:
+        """The filter evaluated by its reference semantics (``Filter.matches``), for stores SQL cannot read."""
+        matching = {doc_id for doc_id, text in self._rows("SELECT doc_id, metadata FROM documents")
+                    if parsed.matches(json.loads(text), doc_id)}
+        ids = [chunk_id for chunk_id, doc_id in self._rows("SELECT id, doc_id FROM chunks ORDER BY id") if doc_id in matching]
+        return np.asarray(ids, dtype=np.int64)
 
     def metadata_keys(self, excluded_ids: np.ndarray | None = None) -> set[str]:
         """The top-level metadata keys of the stored documents, leaving out documents whose first chunk is in
