@@ -104,7 +104,6 @@ def resolve_llm(
     """
     if llm is not None:
         return llm
-    timeout = llm_timeout(timeout)
     base_url = base_url or os.environ.get(ENV_BASE_URL) or None
     model_name = model_name or os.environ.get(ENV_MODEL) or None
     if base_url:
@@ -116,13 +115,15 @@ def resolve_llm(
         openai_like = _import_llm("llama_index.llms.openai_like", "OpenAILike", "llama-index-llms-openai-like")
         key = api_key or os.environ.get(ENV_API_KEY) or "not-needed"  # local servers ignore the key
         # Retries are the client's (llm_client.py): LlamaIndex's and openai's would also retry timeouts.
-        return openai_like(model=model_name, api_base=base_url, api_key=key, is_chat_model=True, timeout=timeout,
-                           max_retries=0, http_client=http_client(base_url, timeout))
+        seconds = llm_timeout(timeout)
+        return openai_like(model=model_name, api_base=base_url, api_key=key, is_chat_model=True, timeout=seconds,
+                           max_retries=0, http_client=http_client(base_url, seconds))
     key = api_key or os.environ.get(ENV_DEEPSEEK_API_KEY)
     if key:
         deepseek = _import_llm("llama_index.llms.deepseek", "DeepSeek", "llama-index-llms-deepseek")
-        return deepseek(model=model_name or DEEPSEEK_MODEL, api_key=key, timeout=timeout, max_retries=0,
-                        http_client=http_client(DEEPSEEK_API_BASE, timeout))
+        seconds = llm_timeout(timeout)
+        return deepseek(model=model_name or DEEPSEEK_MODEL, api_key=key, timeout=seconds, max_retries=0,
+                        http_client=http_client(DEEPSEEK_API_BASE, seconds))
     return None
 
 

@@ -409,7 +409,7 @@ def test_a_hanging_server_times_out_with_a_clear_error_and_no_retry(index_dir, o
     elapsed = time.perf_counter() - started
     line = one_line_error(result)
     assert f"the LLM at {url} did not answer within 1 s" in line and "--timeout" in line
-    assert elapsed < 5 and len(server.requests) == 1  # a timeout is never retried
+    assert elapsed < 8 and len(server.requests) == 1  # a timeout is never retried (the index loads in the 8 s too)
 
 
 def test_the_timeout_comes_from_the_environment(index_dir, openai_server, monkeypatch):
@@ -421,6 +421,7 @@ def test_the_timeout_comes_from_the_environment(index_dir, openai_server, monkey
     monkeypatch.setenv("DEEPSEEK_RAG_LLM_TIMEOUT", "soon")
     with pytest.raises(InvalidInputError, match="DEEPSEEK_RAG_LLM_TIMEOUT='soon' must be a positive number"):
         resolve_llm(base_url=url, model_name="m")
+    assert resolve_llm() is None  # no server: the extractive answer needs no timeout, so a bad one is no error
 
 
 def test_a_server_busy_once_is_retried(index_dir, openai_server):

@@ -55,11 +55,11 @@ class LoadReport:
 
     def skip(self, path: str | Path, reason: str) -> None:
         # ``skipped`` marks the record for a caller that prints the report itself (the CLI) and drops the log line.
-        logger.warning("skipping %s: %s", printable(path), reason, extra={"skipped": True})
-        self.skipped.append((printable(path), reason))
+        logger.warning("skipping %s: %s", _printable(path), reason, extra={"skipped": True})
+        self.skipped.append((_printable(path), reason))
 
 
-def printable(path: str | Path) -> str:
+def _printable(path: str | Path) -> str:
     """``path`` as text that UTF-8 can hold: bytes of a non-UTF-8 file name are kept as ``\\xe9`` escapes.
 
     Such names (from old archives, or Latin-1 systems) would otherwise become document ids that no tokenizer or
@@ -82,13 +82,13 @@ def _read_text_file(path: Path, doc_id: str, report: LoadReport) -> None:
         report.skip(path, str(exc))
         return
     if encoding != "utf-8":
-        logger.info("read %s as %s (not UTF-8)", printable(path), encoding)
-        report.encodings[printable(path)] = encoding
+        logger.info("read %s as %s (not UTF-8)", _printable(path), encoding)
+        report.encodings[_printable(path)] = encoding
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         report.skip(path, "file is empty or whitespace only")
         return
-    metadata = {"source": printable(path), "title": printable(path.stem), "file_type": _suffix(path)}
+    metadata = {"source": _printable(path), "title": _printable(path.stem), "file_type": _suffix(path)}
     report.documents.append(Document(id=doc_id, text=text, metadata=metadata))
 
 
@@ -110,7 +110,7 @@ def _read_pdf(path: Path, doc_id: str, report: LoadReport) -> None:
     except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds on content it cannot handle
         # NotImplementedError (a stream filter it lacks), DependencyError (JBIG2 without jbig2dec, Brotli),
         # KeyError/ValueError/TypeError on damaged objects: the file is unusable, the rest of the load is not.
-        logger.debug("pypdf failed on %s", printable(path), exc_info=True)
+        logger.debug("pypdf failed on %s", _printable(path), exc_info=True)
         report.skip(path, f"PDF content could not be extracted ({type(exc).__name__}: {exc}); "
                           "convert it to text (or re-save it as a standard PDF) and index that")
         return
@@ -126,7 +126,7 @@ def _read_pdf(path: Path, doc_id: str, report: LoadReport) -> None:
     if surrogate is not None:  # pypdf can map glyphs to surrogate code points
         report.skip(path, f"PDF text holds {describe_surrogate(text, surrogate)}; convert it to text and index that")
         return
-    metadata = {"source": printable(path), "title": printable(path.stem), "file_type": ".pdf"}
+    metadata = {"source": _printable(path), "title": _printable(path.stem), "file_type": ".pdf"}
     metadata.update(pages=len(pages), page_offsets=offsets)
     report.documents.append(Document(id=doc_id, text=text, metadata=metadata))
 
@@ -139,13 +139,13 @@ def _read_jsonl(path: Path, report: LoadReport) -> None:
         with opener(path, "rt", encoding="utf-8-sig") as handle:
             for lineno, line in enumerate(handle, start=1):
                 if line.strip():
-                    _add_row(line, f"{printable(path)}:{lineno}", documents, report)
+                    _add_row(line, f"{_printable(path)}:{lineno}", documents, report)
     except _READ_ERRORS as exc:
         kind = "damaged gzip data" if isinstance(exc, (zlib.error, EOFError, gzip.BadGzipFile)) else type(exc).__name__
         report.skip(path, f"could not read the file as UTF-8 JSON lines ({kind}: {exc}); no rows from it were kept")
         return
     for document in documents:
-        document.metadata["source"] = printable(path)
+        document.metadata["source"] = _printable(path)
     report.documents.extend(documents)
 
 
@@ -179,7 +179,7 @@ def _field_with_surrogate(row: dict[str, Any]) -> str | None:
         text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
         position = lone_surrogate(f"{key}{text}")
         if position is not None:
-            where = f"key {printable(key)!r}" if position < len(key) else f"field {key!r}"
+            where = f"key {_printable(key)!r}" if position < len(key) else f"field {key!r}"
             return f"{where} holds {describe_surrogate(f'{key}{text}', position)}"
     return None
 
@@ -217,18 +217,18 @@ def _collect_files(sources: Iterable[str | Path] | str | Path, recursive: bool) 
                 if any(part.startswith(".") for part in relative.parts) or path.is_dir():
                     continue
                 # A FIFO, socket or device is never opened (reading a FIFO blocks): it goes to the report.
-                files.append((path, printable(relative.as_posix())))
+                files.append((path, _printable(relative.as_posix())))
         elif root.is_file():
             if _suffix(root) not in SUPPORTED_SUFFIXES:
-                raise InvalidInputError(f"cannot load {printable(root)}: {_unsupported(_suffix(root))}")
-            files.append((root, printable(root.name)))
+                raise InvalidInputError(f"cannot load {_printable(root)}: {_unsupported(_suffix(root))}")
+            files.append((root, _printable(root.name)))
         elif root.exists():
             raise InvalidInputError(
-                f"source {printable(source)!r} is {_file_kind(root)}, not a regular file or directory; "
+                f"source {_printable(source)!r} is {_file_kind(root)}, not a regular file or directory; "
                 "copy its contents into a file and pass that"
             )
         else:
-            raise InvalidInputError(f"source {printable(source)!r} does not exist; pass an existing file or directory")
+            raise InvalidInputError(f"source {_printable(source)!r} does not exist; pass an existing file or directory")
     return files
 
 
@@ -300,8 +300,8 @@ def load_beir_corpus(path: str | Path) -> list[Document]:
         raise InvalidInputError(f"BEIR corpus {path} must be .jsonl or .jsonl.gz, got '{_suffix(path)}'")
     report = LoadReport()
     _read_jsonl(path, report)
-    if report.skipped and report.skipped[-1][0] == printable(path):  # the file itself, not one of its rows
-        raise InvalidInputError(f"BEIR corpus {printable(path)}: {report.skipped[-1][1]}")
+    if report.skipped and report.skipped[-1][0] == _printable(path):  # the file itself, not one of its rows
+        raise InvalidInputError(f"BEIR corpus {_printable(path)}: {report.skipped[-1][1]}")
     _check_unique_ids(report.documents)
     return report.documents
 
