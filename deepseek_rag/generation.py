@@ -14,8 +14,8 @@ The LLM path runs a LlamaIndex ``RetrieverQueryEngine`` over ``DeepSeekRAGRetrie
 extra; LlamaIndex is imported only there. The servers of 2. and 3. are reached through ``llm_client.py``:
 ``timeout=`` (``$DEEPSEEK_RAG_LLM_TIMEOUT``, default 60 s) bounds every wait, only failures that cannot have
 produced an answer are retried, and a failure, a timeout or a body that is not an answer (or an empty answer)
-is an :class:`~deepseek_rag.errors.LLMError` naming the server. The extractive path needs only the core. This module does not
-index, chunk or train.
+is an :class:`~deepseek_rag.errors.LLMError` naming the server. The extractive path needs only the core.
+This module does not index, chunk or train.
 """
 
 from __future__ import annotations
@@ -246,7 +246,8 @@ def _accumulate(result: Answer, deltas: Iterator[str], server: str, llm: Any) ->
             yield delta
     except Exception as exc:
         if result.text:
-            _raise_llm_error(exc, server, llm, note=f" (after {len(result.text)} streamed characters: the answer is incomplete)")
+            note = f" (after {len(result.text)} streamed characters: the answer is incomplete)"
+            _raise_llm_error(exc, server, llm, note=note)
         _raise_llm_error(exc, server, llm)
     if not result.text.strip():
         raise LLMError(f"the LLM at {server} streamed an empty answer; check the server's log and the model name")

@@ -344,14 +344,16 @@ class ChunkStore:
     def _has_bare_nan(self) -> bool:
         """Whether a document's metadata holds JSON SQLite refuses: the first release wrote NaN and Infinity bare."""
         if self._bare_nan is None:
-            self._bare_nan = bool(self._rows("SELECT EXISTS (SELECT 1 FROM documents WHERE NOT json_valid(metadata))")[0][0])
+            found = self._rows("SELECT EXISTS (SELECT 1 FROM documents WHERE NOT json_valid(metadata))")
+            self._bare_nan = bool(found[0][0])
         return self._bare_nan
 
     def _chunk_ids_matching_in_python(self, parsed: Filter) -> np.ndarray:
         """The filter evaluated by its reference semantics (``Filter.matches``), for stores SQL cannot read."""
         matching = {doc_id for doc_id, text in self._rows("SELECT doc_id, metadata FROM documents")
                     if parsed.matches(json.loads(text), doc_id)}
-        ids = [chunk_id for chunk_id, doc_id in self._rows("SELECT id, doc_id FROM chunks ORDER BY id") if doc_id in matching]
+        rows = self._rows("SELECT id, doc_id FROM chunks ORDER BY id")
+        ids = [chunk_id for chunk_id, doc_id in rows if doc_id in matching]
         return np.asarray(ids, dtype=np.int64)
 
     def metadata_keys(self, excluded_ids: np.ndarray | None = None) -> set[str]:
