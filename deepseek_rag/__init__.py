@@ -52,6 +52,7 @@ _EXPORTS = {
     "IndexLockedError": "errors",
     "ReadOnlyIndexError": "errors",
     "MissingDependencyError": "errors",
+    "LLMError": "errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
         IndexSpecError,
         InvalidInputError,
         MissingDependencyError,
+        LLMError,
         ReadOnlyIndexError,
     )
     from .generation import Answer, Source, answer

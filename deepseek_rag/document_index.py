@@ -32,7 +32,7 @@ from .settings import IndexSettings
 from .sparse.bm25 import SparseConfig
 from .storage import rebuild
 from .storage.directory import publish_snapshot
-from .storage.layout import CURRENT_NAME, FORMAT_VERSION, detect_format, directory_bytes, read_current
+from .storage.layout import CURRENT_NAME, FORMAT_VERSION, check_save_target, directory_bytes, read_current
 from .storage.lock import WriterLock
 from .storage.merging import SegmentSize, plan_merges
 from .storage.segment import Segment
@@ -328,16 +328,7 @@ class DocumentIndex:
             logger.info("merged segments %s into version %d", ", ".join(sorted(names)), self._snapshot.version)
 
     def _save_as(self, target: Path, overwrite: bool) -> None:
-        if target.exists() and not target.is_dir():
-            raise InvalidInputError(f"{target} exists and is not a directory; choose a directory for the index")
-        if target.exists() and any(target.iterdir()):
-            found = detect_format(target)
-            if not overwrite:
-                raise InvalidInputError(
-                    f"{target} exists and is not empty; choose another directory or pass overwrite=True (--overwrite)"
-                )
-            if found is None:
-                raise InvalidInputError(f"{target} is not an index directory; refusing to overwrite it")
+        check_save_target(target, overwrite)
         target.mkdir(parents=True, exist_ok=True)
         lock = WriterLock(target, "saving a new version").acquire(self.lock_timeout)
         try:

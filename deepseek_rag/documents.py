@@ -2,13 +2,16 @@
 :class:`Hit` / :class:`DocumentHit` a search returns.
 
 Nothing here touches a model, a file or an index; loaders make documents, chunking makes chunks, retrieval
-makes hits.
+makes hits. A :class:`Document` checks its field types when it is made.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import InvalidInputError
 
 
 @dataclass
@@ -21,6 +24,24 @@ class Document:
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A caller's None or bytes would otherwise fail far away (a tokenizer's TypeError mid-build).
+        if not isinstance(self.id, str):
+            raise InvalidInputError(f"Document id must be a str, got {type(self.id).__name__} {self.id!r}; pass str(id)")
+        if isinstance(self.text, (bytes, bytearray)):
+            raise InvalidInputError(
+                f"Document {self.id!r}: text is bytes; decode it first (text=data.decode('utf-8'), or "
+                "deepseek_rag.ingest.decoding.decode_bytes(data), which also reads GB18030 and legacy encodings)"
+            )
+        if not isinstance(self.text, str):
+            raise InvalidInputError(f"Document {self.id!r}: text must be a str, got {type(self.text).__name__}")
+        if not isinstance(self.metadata, dict):
+            if not isinstance(self.metadata, Mapping):
+                raise InvalidInputError(
+                    f"Document {self.id!r}: metadata must be a dict, got {type(self.metadata).__name__}"
+                )
+            self.metadata = dict(self.metadata)
 
     @property
     def title(self) -> str | None:

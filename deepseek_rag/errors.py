@@ -44,3 +44,8 @@ class IndexLockedError(DeepSeekRAGError, RuntimeError):
 
 class ReadOnlyIndexError(DeepSeekRAGError, PermissionError):
     """A write to an index that was opened read-only or lives on a read-only file system."""
+
+
+class LLMError(DeepSeekRAGError, RuntimeError):
+    """The LLM server could not be reached, timed out, failed, or answered with something that is not an answer;
+    the message names the server and what to check."""

@@ -11,13 +11,17 @@ The LLM is chosen as a user would expect (first match wins):
    (scored with the index's own encoder), each cited as ``[doc_id:start-end]``, labelled as extractive.
 
 The LLM path runs a LlamaIndex ``RetrieverQueryEngine`` over ``DeepSeekRAGRetriever`` and needs the ``[llm]``
-extra; LlamaIndex is imported only there. The extractive path needs only the core. This module does not
-index, chunk or train.
+extra; LlamaIndex is imported only there. The servers of 2. and 3. are reached through ``llm_client.py``:
+``timeout=`` (``$DEEPSEEK_RAG_LLM_TIMEOUT``, default 60 s) bounds every wait, only failures that cannot have
+produced an answer are retried, and a failure, a timeout or a body that is not an answer (or an empty answer)
+is an :class:`~deepseek_rag.errors.LLMError` naming the server. The extractive path needs only the core.
+This module does not index, chunk or train.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -27,11 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError, MissingDependencyError
+from .errors import InvalidInputError, LLMError, MissingDependencyError
+from .llm_client import DEFAULT_TIMEOUT, ENV_TIMEOUT, http_client, llm_error
 
 logger = logging.getLogger(__name__)
 
 DEEPSEEK_MODEL = "deepseek-chat"
+DEEPSEEK_API_BASE = "https://api.deepseek.com"
 ENV_DEEPSEEK_API_KEY = "DEEPSEEK_API_KEY"
 ENV_BASE_URL = "DEEPSEEK_RAG_LLM_BASE_URL"
 ENV_MODEL = "DEEPSEEK_RAG_LLM_MODEL"
@@ -88,9 +94,14 @@ class Answer:
 
 # ---------------------------------------------------------------------------------------------- choosing an LLM
 def resolve_llm(
-    llm: Any = None, *, base_url: str | None = None, model_name: str | None = None, api_key: str | None = None
+    llm: Any = None, *, base_url: str | None = None, model_name: str | None = None, api_key: str | None = None,
+    timeout: float | None = None,
 ) -> Any | None:
-    """The LLM :func:`answer` would use (see the module docstring for the order), or None for extractive."""
+    """The LLM :func:`answer` would use (see the module docstring for the order), or None for extractive.
+
+    ``timeout``: seconds to wait for the server (connecting, and each wait for the next bytes of the answer);
+    default ``$DEEPSEEK_RAG_LLM_TIMEOUT`` or 60.
+    """
     if llm is not None:
         return llm
     base_url = base_url or os.environ.get(ENV_BASE_URL) or None
@@ -103,12 +114,30 @@ def resolve_llm(
             )
         openai_like = _import_llm("llama_index.llms.openai_like", "OpenAILike", "llama-index-llms-openai-like")
         key = api_key or os.environ.get(ENV_API_KEY) or "not-needed"  # local servers ignore the key
-        return openai_like(model=model_name, api_base=base_url, api_key=key, is_chat_model=True)
+        # Retries are the client's (llm_client.py): LlamaIndex's and openai's would also retry timeouts.
+        seconds = llm_timeout(timeout)
+        return openai_like(model=model_name, api_base=base_url, api_key=key, is_chat_model=True, timeout=seconds,
+                           max_retries=0, http_client=http_client(base_url, seconds))
     key = api_key or os.environ.get(ENV_DEEPSEEK_API_KEY)
     if key:
         deepseek = _import_llm("llama_index.llms.deepseek", "DeepSeek", "llama-index-llms-deepseek")
-        return deepseek(model=model_name or DEEPSEEK_MODEL, api_key=key)
+        seconds = llm_timeout(timeout)
+        return deepseek(model=model_name or DEEPSEEK_MODEL, api_key=key, timeout=seconds, max_retries=0,
+                        http_client=http_client(DEEPSEEK_API_BASE, seconds))
     return None
+
+
+def llm_timeout(timeout: float | str | None = None) -> float:
+    """``timeout``, else ``$DEEPSEEK_RAG_LLM_TIMEOUT``, else 60 s — checked to be a positive number of seconds."""
+    given = timeout if timeout is not None else os.environ.get(ENV_TIMEOUT) or DEFAULT_TIMEOUT
+    try:
+        seconds = float(given)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(given, bool) or not (math.isfinite(seconds) and seconds > 0):
+        where = "timeout" if timeout is not None else f"${ENV_TIMEOUT}"
+        raise InvalidInputError(f"{where}={given!r} must be a positive number of seconds (default {DEFAULT_TIMEOUT:g})")
+    return seconds
 
 
 def _import_llm(module: str, name: str, distribution: str) -> Any:
@@ -134,6 +163,7 @@ def answer(
     model_name: str | None = None,
     api_key: str | None = None,
     filters: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
 ) -> Answer:
     """Answer ``question`` from an index (a ``DocumentIndex``, its folder, a ``Retriever`` or the LlamaIndex
     ``DeepSeekRAGRetriever``), citing the ``top_k`` passages retrieved.
@@ -144,7 +174,7 @@ def answer(
     if not isinstance(question, str) or not question.strip():
         raise InvalidInputError(f"question {question!r} is empty; ask something")
     retriever = core_retriever(index_or_retriever)
-    chosen = resolve_llm(llm, base_url=base_url, model_name=model_name, api_key=api_key)
+    chosen = resolve_llm(llm, base_url=base_url, model_name=model_name, api_key=api_key, timeout=timeout)
     if chosen is None:
         return extractive_answer(retriever, question, top_k=top_k, filters=filters, stream=stream)
     return _llm_answer(retriever, question, chosen, top_k=top_k, filters=filters, stream=stream)
@@ -188,22 +218,50 @@ def _llm_answer(retriever: Any, question: str, llm: Any, *, top_k: int, filters:
         mode=getattr(retriever, "mode", None),
     )
     engine = RetrieverQueryEngine.from_args(llama_retriever, llm=llm, streaming=stream)
-    response = engine.query(question)
+    server = _server_of(llm)
+    try:
+        response = engine.query(question)
+    except Exception as exc:
+        _raise_llm_error(exc, server, llm)
     sources = [
         Source(n.node.metadata["doc_id"], n.node.start_char_idx, n.node.end_char_idx, float(n.score or 0.0), n.node.text)
         for n in response.source_nodes
     ]
     if not stream:
-        return Answer(str(response.response or ""), sources, "llm")
+        text = str(response.response or "")
+        if not text.strip():
+            raise LLMError(f"the LLM at {server} returned an empty answer; check the server's log and the model name")
+        return Answer(text, sources, "llm")
     result = Answer("", sources, "llm")
-    result.text_stream = _accumulate(result, response.response_gen)
+    result.text_stream = _accumulate(result, response.response_gen, server, llm)
     return result
 
 
-def _accumulate(result: Answer, deltas: Iterator[str]) -> Iterator[str]:
-    for delta in deltas:
-        result.text += delta
-        yield delta
+def _accumulate(result: Answer, deltas: Iterator[str], server: str, llm: Any) -> Iterator[str]:
+    """The streamed text, added to ``result`` as it comes; a failure on the way is an :class:`LLMError` (never
+    retried: part of the answer has been shown)."""
+    try:
+        for delta in deltas:
+            result.text += delta
+            yield delta
+    except Exception as exc:
+        if result.text:
+            note = f" (after {len(result.text)} streamed characters: the answer is incomplete)"
+            _raise_llm_error(exc, server, llm, note=note)
+        _raise_llm_error(exc, server, llm)
+    if not result.text.strip():
+        raise LLMError(f"the LLM at {server} streamed an empty answer; check the server's log and the model name")
+
+
+def _server_of(llm: Any) -> str:
+    return str(getattr(llm, "api_base", None) or type(llm).__name__)
+
+
+def _raise_llm_error(exc: Exception, server: str, llm: Any, note: str = "") -> None:
+    error = llm_error(exc, server, getattr(llm, "timeout", None))
+    if error is None:
+        raise exc
+    raise (LLMError(f"{error}{note}") if note else error) from None
 
 
 # ---------------------------------------------------------------------------------------------- extractive

@@ -8,7 +8,9 @@ the adapter folder the index's manifest names. A promoted retriever is registere
 MLflow's registry.
 
 The tracking store is ``$MLFLOW_TRACKING_URI``, else a local SQLite database ``sqlite:///mlflow.db`` (MLflow 3
-refuses the old ``./mlruns`` file store). mlflow is imported only here, inside the functions that need it.
+refuses the old ``./mlruns`` file store). With a SQLite store, runs go to the experiment ``deepseek-rag`` whose
+artifacts live beside the database (``mlartifacts/``), not in whatever directory the command ran from
+(``$MLFLOW_EXPERIMENT_NAME`` / ``_ID`` still win). mlflow is imported only here, inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .errors import MissingDependencyError
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "deepseek-rag"
 RUN_FILE = "mlflow_run.json"
 
 
@@ -38,7 +41,26 @@ def mlflow_module(required: bool = True) -> Any:
             raise MissingDependencyError("MLflow tracking needs mlflow: pip install 'deepseek-rag[mlflow]'") from None
         return None
     mlflow.set_tracking_uri(tracking_uri())
+    _use_experiment_beside_database(mlflow)
     return mlflow
+
+
+def _use_experiment_beside_database(mlflow: Any) -> None:
+    """Point new runs at an experiment whose artifact root sits next to the SQLite file.
+
+    MLflow's default experiment stores artifacts under ``./mlruns`` of the current directory, which scatters
+    adapter copies into whatever checkout a command ran in.
+    """
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///") or os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return
+    database = Path(uri[len("sqlite:///"):]).resolve()
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        try:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=(database.parent / "mlartifacts").as_uri())
+        except mlflow.exceptions.MlflowException:  # another process created it first
+            pass
+    mlflow.set_experiment(EXPERIMENT)
 
 
 def tracking_uri() -> str:

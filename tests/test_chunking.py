@@ -8,7 +8,13 @@ import re
 
 import pytest
 
-from deepseek_rag.ingest.chunking import ChunkingConfig, chunk_document, chunk_documents, window_budget
+from deepseek_rag.ingest.chunking import (
+    ChunkingConfig,
+    chunk_document,
+    chunk_documents,
+    markdown_headings,
+    window_budget,
+)
 from deepseek_rag.documents import Document
 from deepseek_rag.errors import InvalidInputError
 
@@ -147,6 +153,34 @@ def test_sections_come_from_the_nearest_markdown_heading(tiny_tokenizer):
         expected = "Payment terms" if chunk.start >= payment_at else "Terms" if chunk.start >= terms_at else None
         assert chunk.section == expected
     assert {c.section for c in chunks} == {None, "Terms", "Payment terms"}
+
+
+# The first release's pattern: the reference the linear heading scan must agree with.
+_QUADRATIC_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["# Title", "## Payment terms ##", "#   spaced   title  \t#  ", "# #", "# ###", "#  ", "# a#b ##", "# x\t#\t",
+     "# Title\r", "####### seven", "    # indented four", "   ### three spaces", "#no space", "# 中文 标题 #",
+     "# " + "x " * 50 + "#" * 8],
+)
+def test_linear_heading_scan_finds_what_the_old_pattern_found(line):
+    text = f"Intro.\n{line}\nBody.\n"
+    expected = [(m.start(), m.group(1).strip()) for m in _QUADRATIC_HEADING.finditer(text)]
+    assert markdown_headings(text) == expected
+
+
+def test_a_heading_line_of_80000_spaces_chunks_in_well_under_a_second(tiny_tokenizer):
+    import time
+
+    text = "Intro sentence.\n\n# Title" + " " * 80_000 + "end\n\nBody text after the heading.\n"
+    document = Document(id="spaces", text=text)
+    started = time.perf_counter()
+    chunks = chunk_document(document, tiny_tokenizer, ChunkingConfig(max_tokens=30, overlap=4))
+    assert time.perf_counter() - started < 1.0  # the first release's pattern: about 12 s on this line
+    assert chunks[-1].section == "Title" + " " * 80_000 + "end"
+    assert markdown_headings("# x" + " " * 80_000 + "y") == [(0, "x" + " " * 80_000 + "y")]
 
 
 def test_trailing_chunk_is_not_a_tiny_fragment(tiny_tokenizer):

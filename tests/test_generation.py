@@ -207,6 +207,9 @@ class _FakeOpenAIServer(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(body)
         base = {"id": "chatcmpl-1", "created": 0, "model": body["model"]}
+        if body["model"] in _MISBEHAVIOURS:
+            _MISBEHAVIOURS[body["model"]](self, body, base)
+            return
         if body["model"] == "missing-model":  # as Ollama answers for a model it has not pulled
             error = json.dumps({"error": {"message": "model 'missing-model' not found", "type": "api_error"}}).encode()
             self.send_response(404)
@@ -242,6 +245,58 @@ class _FakeOpenAIServer(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def reply(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _html_page(handler, body, base):  # a reverse proxy's welcome page, with status 200
+    handler.reply(200, b"<html><body><h1>Welcome to nginx!</h1></body></html>", "text/html")
+
+
+def _empty_choices(handler, body, base):
+    if body.get("stream"):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.end_headers()
+        chunk = {**base, "object": "chat.completion.chunk", "choices": []}
+        handler.wfile.write(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
+        return
+    handler.reply(200, json.dumps({**base, "object": "chat.completion", "choices": []}).encode(), "application/json")
+
+
+def _hang(handler, body, base):
+    handler.server.release.wait(10)  # longer than any --timeout the tests give
+
+
+def _busy_once(handler, body, base):  # 503 with Retry-After on the first request, then an answer
+    if len(handler.server.requests) == 1:
+        handler.reply(503, b'{"error": {"message": "loading model"}}', "application/json", Retry_After="0")
+        return
+    payload = {**base, "object": "chat.completion",
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}]}
+    handler.reply(200, json.dumps(payload).encode(), "application/json")
+
+
+def _stream_then_hang(handler, body, base):
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.end_headers()
+    chunk = {**base, "object": "chat.completion.chunk",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Either party"}, "finish_reason": None}]}
+    handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    handler.wfile.flush()
+    handler.server.release.wait(10)
+
+
+_MISBEHAVIOURS = {"html-page": _html_page, "empty-choices": _empty_choices, "hang": _hang, "busy-once": _busy_once,
+                  "stream-then-hang": _stream_then_hang}
+
 
 @pytest.fixture
 def openai_server():
@@ -249,9 +304,11 @@ def openai_server():
     pytest.importorskip("llama_index.retrievers.deepseek_rag")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAIServer)
     server.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    server.release = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.release.set()
     server.shutdown()
     server.server_close()
 
@@ -305,3 +362,100 @@ def test_ask_command_user_errors_are_one_line(index_dir, openai_server):
     missing = CliRunner().invoke(ask_command, [str(index_dir), "q", "--base-url", url, "--model-name", "missing-model"])
     assert missing.exit_code == 1 and "Traceback" not in missing.output
     assert f"the LLM at {url} failed: NotFoundError" in missing.output and "not found" in missing.output
+
+
+# ---------------------------------------------------------------------------------------------- a server misbehaving
+def ask(index_dir, url, model, *extra):
+    from deepseek_rag.cli import cli
+
+    args = ["ask", str(index_dir), "who may terminate?", "--base-url", url, "--model-name", model, *extra]
+    return CliRunner().invoke(cli, args)
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: ")
+    return line
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_200_that_is_not_json_is_an_error_naming_the_server(index_dir, openai_server, stream):
+    server, url = openai_server
+    result = ask(index_dir, url, "html-page", *(["--stream"] if stream else []))
+    # first release: AttributeError traceback; with --stream an empty answer and exit status 0
+    line = one_line_error(result)
+    assert f"the LLM at {url} answered" in line and "Welcome to nginx!" in line and "text/html" in line
+    assert ("not an event stream" if stream else "not JSON") in line and "/v1" in line
+    assert result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_completion_without_choices_is_a_clear_error(index_dir, openai_server, stream):
+    server, url = openai_server
+    result = ask(index_dir, url, "empty-choices", *(["--stream"] if stream else []))  # first release: IndexError
+    line = one_line_error(result)
+    assert f"the LLM at {url}" in line
+    assert ("streamed an empty answer" if stream else "an empty choices list") in line
+
+
+def test_a_hanging_server_times_out_with_a_clear_error_and_no_retry(index_dir, openai_server):
+    import time
+
+    server, url = openai_server
+    started = time.perf_counter()
+    result = ask(index_dir, url, "hang", "--timeout", "1")  # first release: 4 min 15 s of silence
+    elapsed = time.perf_counter() - started
+    line = one_line_error(result)
+    assert f"the LLM at {url} did not answer within 1 s" in line and "--timeout" in line
+    assert elapsed < 8 and len(server.requests) == 1  # a timeout is never retried (the index loads in the 8 s too)
+
+
+def test_the_timeout_comes_from_the_environment(index_dir, openai_server, monkeypatch):
+    server, url = openai_server
+    monkeypatch.setenv("DEEPSEEK_RAG_LLM_TIMEOUT", "0.5")
+    line = one_line_error(ask(index_dir, url, "hang", "--stream"))
+    assert "did not answer within 0.5 s" in line and "DEEPSEEK_RAG_LLM_TIMEOUT" in line
+    assert resolve_llm(base_url=url, model_name="m").timeout == 0.5
+    monkeypatch.setenv("DEEPSEEK_RAG_LLM_TIMEOUT", "soon")
+    with pytest.raises(InvalidInputError, match="DEEPSEEK_RAG_LLM_TIMEOUT='soon' must be a positive number"):
+        resolve_llm(base_url=url, model_name="m")
+    assert resolve_llm() is None  # no server: the extractive answer needs no timeout, so a bad one is no error
+
+
+def test_a_server_busy_once_is_retried(index_dir, openai_server):
+    server, url = openai_server
+    result = ask(index_dir, url, "busy-once")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(REPLY) and len(server.requests) == 2
+
+
+def test_a_stream_that_stops_is_never_retried(index_dir, openai_server):
+    server, url = openai_server
+    result = ask(index_dir, url, "stream-then-hang", "--stream", "--timeout", "1")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    partial, error = result.output.strip().split("\n")
+    assert partial == "Either party"
+    assert error.startswith(f"Error: the LLM at {url} did not answer within 1 s")
+    assert "after 12 streamed characters: the answer is incomplete" in error
+    assert len(server.requests) == 1
+
+
+def test_a_refused_connection_is_retried_then_a_clear_error():
+    import socket
+
+    pytest.importorskip("llama_index.llms.openai_like")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    llm = resolve_llm(base_url=url, model_name="m", timeout=1)
+    llm._http_client.backoff = 0.01
+    from llama_index.core.llms import ChatMessage
+
+    from deepseek_rag.generation import LLMError, llm_error
+
+    with pytest.raises(Exception) as raised:
+        llm.chat([ChatMessage(role="user", content="hi")])
+    error = llm_error(raised.value, url, 1)
+    assert isinstance(error, LLMError) and str(error).startswith(f"could not connect to the LLM at {url}")

@@ -10,6 +10,7 @@ import pytest
 
 from deepseek_rag.documents import Document
 from deepseek_rag.errors import InvalidInputError
+from deepseek_rag.ingest.decoding import decode_text
 from deepseek_rag.ingest.loaders import (
     decode_bytes,
     documents_from_records,
@@ -87,11 +88,9 @@ def test_utf8_bom_is_stripped_and_crlf_becomes_lf(tmp_path):
     assert doc.text == "First line.\nSecond line."
 
 
-def test_decode_bytes_handles_utf16_bom_and_refuses_to_guess_latin1():
+def test_decode_bytes_handles_utf16_bom_and_refuses_binary():
     assert decode_bytes("héllo 世界".encode("utf-16")) == "héllo 世界"
     assert decode_bytes("héllo 世界".encode("utf-8")) == "héllo 世界"
-    with pytest.raises(InvalidInputError, match="UTF-8"):
-        decode_bytes("café au lait".encode("latin-1"))
     with pytest.raises(InvalidInputError, match="binary"):
         decode_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
     with pytest.raises(InvalidInputError, match="binary"):
@@ -245,3 +244,149 @@ def test_documents_from_records_accepts_strings_dicts_and_documents():
 def test_documents_from_records_rejects_bad_records(records, message):
     with pytest.raises(InvalidInputError, match=message):
         documents_from_records(records)
+
+
+# ---------------------------------------------------------------------------------------------- bad input from the field
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("Café société", "cp1252"),  # first release: skipped as "neither UTF-8 nor GB18030"
+        ("café au lait", "latin-1"),
+        ("L'élève étudie à l'école. Ça coûte 5 €.", "cp1252"),  # the euro sign only exists in Windows-1252
+        ("Das Übermaß an Größe ist schön.", "cp1252"),
+        ("Müller straße Größe", "cp1252"),  # valid GB18030 too, as mojibake: 'M黮ler stra遝 Gr鲞e'
+        ("Привет, как дела? Это тест.", "cp1251"),
+    ],
+)
+def test_legacy_encodings_are_detected_and_named(text, encoding):
+    decoded = decode_text(text.encode(encoding))
+    assert decoded.text == text
+    assert decoded.encoding == ("cp1252" if encoding == "latin-1" else encoding)
+
+
+@pytest.mark.parametrize("text", [CHINESE, "本合同自双方签字之日起生效。", "你好", "Intro\n\n中文摘要：本文研究了高血压。"])
+def test_gb18030_still_wins_for_chinese(text):
+    assert decode_text(text.encode("gb18030")) == (text, "gb18030")
+
+
+def test_a_windows_1252_file_loads_and_the_report_names_its_encoding(tmp_path, caplog):
+    (tmp_path / "fr.txt").write_bytes("Café société\r\nRésumé des clauses.".encode("cp1252"))
+    (tmp_path / "en.txt").write_text("Plain UTF-8.", encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="deepseek_rag.ingest.loaders"):
+        report = load_documents_with_report(tmp_path)
+    assert report.skipped == []
+    assert report.documents[1].text == "Café société\nRésumé des clauses."
+    assert report.encodings == {str(tmp_path / "fr.txt"): "cp1252"}
+    assert any("fr.txt as cp1252" in r.getMessage() for r in caplog.records)
+
+
+def test_a_jsonl_row_with_a_lone_surrogate_is_skipped_and_the_rest_kept(tmp_path):
+    rows = [
+        '{"_id": "good", "text": "Fine text \\ud83d\\ude00 with a whole emoji pair."}',
+        '{"_id": "half", "text": "Broken emoji \\ud83d here."}',  # first release: tokenizer TypeError, no index
+        '{"_id": "title", "title": "T \\udc00", "text": "Good text, bad title."}',
+        '{"_id": "meta", "text": "Good text.", "metadata": {"note": "\\ud800"}}',
+    ]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    report = load_documents_with_report(tmp_path)
+    assert [d.id for d in report.documents] == ["good"]
+    assert report.documents[0].text == "Fine text 😀 with a whole emoji pair."
+    reasons = dict(report.skipped)
+    assert set(reasons) == {f"{tmp_path / 'corpus.jsonl'}:{n}" for n in (2, 3, 4)}
+    assert "field 'text' holds U+D83D" in reasons[f"{tmp_path / 'corpus.jsonl'}:2"]
+    assert "field 'title'" in reasons[f"{tmp_path / 'corpus.jsonl'}:3"]
+    assert "field 'metadata'" in reasons[f"{tmp_path / 'corpus.jsonl'}:4"]
+
+
+def test_a_gzip_with_a_valid_header_and_damaged_data_is_skipped_with_a_reason(tmp_path):
+    write_jsonl(tmp_path / "good.jsonl", BEIR_ROWS[:1])
+    whole = gzip.compress(json.dumps(BEIR_ROWS[1]).encode() * 200)
+    (tmp_path / "bad.jsonl.gz").write_bytes(whole[:10] + bytes(b ^ 0x5A for b in whole[10:]))  # header intact
+    report = load_documents_with_report(tmp_path)  # first release: zlib.error traceback
+    assert [d.id for d in report.documents] == ["d1"]
+    ((path, reason),) = report.skipped
+    assert path == str(tmp_path / "bad.jsonl.gz") and "damaged gzip data" in reason
+    with pytest.raises(InvalidInputError, match="damaged gzip data"):
+        load_beir_corpus(tmp_path / "bad.jsonl.gz")
+
+
+def write_pdf_with_content_filter(path, filter_name):
+    """A one-page PDF whose content stream says it is compressed with ``filter_name``."""
+    from pypdf import PdfWriter
+    from pypdf.generic import DictionaryObject, NameObject, StreamObject
+
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=612, height=792)
+    font = DictionaryObject({NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
+                             NameObject("/BaseFont"): NameObject("/Helvetica")})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})})
+    stream = StreamObject()
+    stream._data = b"\x00\x01 bytes no decoder understands"
+    stream[NameObject("/Filter")] = NameObject(filter_name)
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    writer.write(path)
+
+
+@pytest.mark.parametrize(
+    ("filter_name", "error"),
+    [("/FooDecode", "NotImplementedError"), ("/JBIG2Decode", "DependencyError")],  # JBIG2 needs jbig2dec
+)
+def test_a_pdf_pypdf_cannot_decode_is_skipped_and_the_folder_still_loads(tmp_path, filter_name, error):
+    import shutil
+
+    if filter_name == "/JBIG2Decode" and shutil.which("jbig2dec"):
+        error = ""  # jbig2dec is installed here: it fails on the bytes instead, with its own error
+    write_pdf(tmp_path / "a-good.pdf", ["Readable page."])
+    write_pdf_with_content_filter(tmp_path / "b-odd.pdf", filter_name)
+    (tmp_path / "c.txt").write_text("After the PDF.", encoding="utf-8")
+    report = load_documents_with_report(tmp_path)  # first release: the exception aborted the whole folder
+    assert [d.id for d in report.documents] == ["a-good.pdf", "c.txt"]
+    ((path, reason),) = report.skipped
+    assert path.endswith("b-odd.pdf") and error in reason and "could not be extracted" in reason
+
+
+def test_a_fifo_given_directly_is_named_as_such_and_skipped_inside_a_folder(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.txt")
+    with pytest.raises(InvalidInputError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        load_documents(tmp_path / "pipe.txt")  # first release: "does not exist"
+    (tmp_path / "real.txt").write_text("Real text.", encoding="utf-8")
+    report = load_documents_with_report(tmp_path)  # never opened: reading a FIFO would block
+    assert [d.id for d in report.documents] == ["real.txt"]
+    assert report.skipped == [(str(tmp_path / "pipe.txt"), "a FIFO (named pipe), not a regular file")]
+
+
+def test_a_file_name_that_is_not_utf8_gives_an_escaped_id(tmp_path):
+    import os
+
+    name = os.fsdecode(b"caf\xe9.txt")  # a Latin-1 file name, as old archives unpack
+    (tmp_path / name).write_text("Text of a file with a Latin-1 name.", encoding="utf-8")
+    (doc,) = load_documents(tmp_path)
+    assert doc.id == "caf\\xe9.txt" and doc.metadata["title"] == "caf\\xe9"
+    doc.id.encode("utf-8")  # storable: the first release failed in SQLite on the surrogate
+
+
+@pytest.mark.parametrize("text", [None, b"bytes, not text", 42])
+def test_a_document_with_text_that_is_not_a_str_is_a_clear_error(text):
+    with pytest.raises(InvalidInputError, match="text"):  # first release: TypeError deep in the tokenizer
+        Document(id="x", text=text)
+
+
+def test_document_ids_and_metadata_are_checked():
+    with pytest.raises(InvalidInputError, match="id must be a str"):
+        Document(id=7, text="seven")
+    with pytest.raises(InvalidInputError, match="metadata must be a dict"):
+        Document(id="x", text="t", metadata=["not", "a", "dict"])
+    assert Document("x", "t", metadata={"a": 1}.items().mapping).metadata == {"a": 1}
+
+
+def test_text_with_a_lone_surrogate_is_refused_before_any_work(tiny_model_dir):
+    from deepseek_rag import DocumentIndex, DualEncoder
+
+    index = DocumentIndex(DualEncoder(model=str(tiny_model_dir)))
+    with pytest.raises(InvalidInputError, match=r"'half': its text holds U\+D83D at character 5"):
+        index.add_documents([Document("ok", "Fine text."), Document("half", "Half \ud83d of an emoji.")])
+    assert len(index) == 0  # nothing of the batch was added
+    with pytest.raises(InvalidInputError, match="byte 0xE9"):
+        index.as_retriever().retrieve("caf\udce9")  # invalid UTF-8 from a terminal, as Python decodes it

@@ -59,8 +59,11 @@ class PluginGroup(UserErrorGroup):
 @click.group(cls=PluginGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="deepseek-rag")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress (INFO) and show progress bars.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars or notes, only results (skipped files and errors are still printed). Progress "
+                   "bars show by default when stderr is a terminal.")
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool) -> None:
+def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """Chunked long-document retrieval: build an index, query it, measure it.
 
     \b
@@ -70,7 +73,9 @@ def cli(ctx: click.Context, verbose: bool) -> None:
       deepseek-rag eval --data datasets/scifact --json
       deepseek-rag export contracts.idx --format onnx --out contracts-onnx
     """
-    ctx.obj = {"verbose": verbose}
+    if verbose and quiet:
+        raise click.UsageError("-v/--verbose and -q/--quiet contradict each other; pass one")
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
     quiet_libraries(verbose)
 
 

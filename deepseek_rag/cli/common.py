@@ -41,6 +41,24 @@ def quiet_libraries(verbose: bool) -> None:
         sys.modules["transformers"].utils.logging.set_verbosity_error()
 
 
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (where progress bars belong)."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def show_progress(ctx: click.Context) -> bool:
+    """Progress bars for long work: on a terminal by default or with ``-v``; never with ``-q``."""
+    obj = ctx.find_root().obj or {}
+    if obj.get("quiet"):
+        return False
+    return bool(obj.get("verbose")) or stderr_is_terminal()
+
+
+def is_quiet(ctx: click.Context) -> bool:
+    return bool((ctx.find_root().obj or {}).get("quiet"))
+
+
 def encoder_options(func: Any) -> Any:
     """--model/--adapter/--dtype/--device, shared by every command that builds an encoder."""
     func = click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available).")(func)
@@ -83,7 +101,8 @@ def index_options(func: Any) -> Any:
     """How documents are cut and indexed, shared by ``index`` and ``eval``."""
     func = click.option("--headers/--no-headers", default=True, show_default=True,
                         help="Embed each chunk with its document title and section heading in front.")(func)
-    func = click.option("--chunk-overlap", type=int, default=32, show_default=True, help="Tokens shared by neighbouring chunks.")(func)
+    func = click.option("--chunk-overlap", type=int, default=None,
+                        help="Tokens shared by neighbouring chunks (default: 32, at most half of --chunk-tokens).")(func)
     func = click.option("--chunk-tokens", type=int, default=256, show_default=True,
                         help="Tokens per chunk (capped at the model's max length).")(func)
     func = click.option("--chunking", type=click.Choice(["token", "none"]), default="token", show_default=True,
@@ -93,13 +112,18 @@ def index_options(func: Any) -> Any:
     return func
 
 
-def make_settings(index_spec: str, chunking: str, chunk_tokens: int, chunk_overlap: int, headers: bool):
+def make_settings(index_spec: str, chunking: str, chunk_tokens: int, chunk_overlap: int | None, headers: bool):
+    """The settings the index options spell. What the options cannot set follows ``--chunk-tokens``: the overlap
+    (when not given) and the smallest trailing chunk are at most half of it and all of it, so any size works."""
     from ..document_index import IndexSettings
     from ..ingest.chunking import ChunkingConfig
 
+    defaults = ChunkingConfig()
+    overlap = chunk_overlap if chunk_overlap is not None else min(defaults.overlap, max(0, chunk_tokens // 2))
     return IndexSettings(
         index_spec=index_spec,
-        chunking=ChunkingConfig(mode=chunking, max_tokens=chunk_tokens, overlap=chunk_overlap),
+        chunking=ChunkingConfig(mode=chunking, max_tokens=chunk_tokens, overlap=overlap,
+                                min_tokens=min(defaults.min_tokens, max(0, chunk_tokens))),
         contextual_headers=headers,
     )
 
@@ -128,6 +152,40 @@ def wait_option(func: Any) -> Any:
     )(func)
 
 
-def report_skipped(report: Any) -> None:
+def echo_json(value: Any, **options: Any) -> None:
+    """Print ``value`` as JSON any parser reads: NaN and infinities as the strings "nan", "inf", "-inf"."""
+    from ..jsonable import dumps
+
+    click.echo(dumps(value, **options))
+
+
+def load_sources(ctx: click.Context, sources: Any) -> Any:
+    """Load files for ``index`` / ``add`` (progress as :func:`show_progress` says) and print what was skipped.
+
+    The loaders also log each skip; that line is dropped while the command prints its own.
+    """
+    from ..ingest.loaders import load_documents_with_report
+
+    loaders = logging.getLogger("deepseek_rag.ingest.loaders")
+    loaders.addFilter(_not_a_reported_skip)
+    try:
+        report = load_documents_with_report(sources, progress=show_progress(ctx))
+    finally:
+        loaders.removeFilter(_not_a_reported_skip)
+    report_load(report, quiet=is_quiet(ctx))
+    return report
+
+
+def _not_a_reported_skip(record: logging.LogRecord) -> bool:
+    return not getattr(record, "skipped", False)
+
+
+def report_load(report: Any, quiet: bool = False) -> None:
+    """Print each skipped file or row (always) and, unless ``quiet``, which files were not UTF-8, to stderr."""
     for path, reason in report.skipped:
         click.echo(f"skipped {path}: {reason}", err=True)
+    if report.encodings and not quiet:
+        named = ", ".join(f"{path} ({encoding})" for path, encoding in list(report.encodings.items())[:5])
+        more = f" and {len(report.encodings) - 5} more" if len(report.encodings) > 5 else ""
+        click.echo(f"note: {len(report.encodings)} file(s) were not UTF-8 and were decoded as detected: {named}{more}",
+                   err=True)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import click
 
-from .common import encoder_options, index_options, make_encoder, make_settings, retrieval_kwargs, retrieval_options
+from .common import (
+    echo_json,
+    encoder_options,
+    index_options,
+    make_encoder,
+    make_settings,
+    retrieval_kwargs,
+    retrieval_options,
+    show_progress,
+)
 
 
 @click.command("eval")
@@ -37,8 +45,12 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
     from ..document_index import DocumentIndex
     from ..evaluation import evaluate_retriever, load_beir_split
     from ..ingest.loaders import load_beir_corpus
+    from ..storage.layout import check_save_target
 
     split_data = load_beir_split(data, split)
+    settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers)
+    if keep_index and not existing_index:
+        check_save_target(Path(keep_index), overwrite=True)
     encode_seconds = None
     if existing_index:
         index = DocumentIndex.load(existing_index, encoder_overrides={"dtype": dtype, "device": device}, writable=False)
@@ -46,9 +58,7 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
     else:
         encoder = make_encoder(model, adapter, dtype, device)
         started = time.perf_counter()
-        index = DocumentIndex.build(load_beir_corpus(data), encoder,
-                                    make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers),
-                                    progress=ctx.obj["verbose"] or None)
+        index = DocumentIndex.build(load_beir_corpus(data), encoder, settings, progress=show_progress(ctx))
         encode_seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
         saved = index.path if existing_index else index.save(keep_index or Path(tmp) / "index", overwrite=bool(keep_index))
@@ -70,7 +80,7 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
         "sparse_bytes": info["sparse_bytes"], "split": split, "data": Path(data).name,
     }
     if as_json:
-        click.echo(json.dumps(result))
+        echo_json(result)
         return
     for key, value in result.items():
         click.echo(f"{key:>18}: {value}")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
 from .common import (
     encoder_options,
     index_options,
+    load_sources,
     make_encoder,
     make_settings,
-    report_skipped,
+    show_progress,
     wait_option,
 )
 
@@ -34,16 +36,17 @@ def index_command(ctx, sources, out, overwrite, index_spec, chunking, chunk_toke
       deepseek-rag index corpus.jsonl --out sci.idx --index-spec IVF256,PQ96x8
     """
     from ..document_index import DocumentIndex
-    from ..ingest.loaders import load_documents_with_report
+    from ..storage.layout import check_save_target
 
-    report = load_documents_with_report(sources, progress=ctx.obj["verbose"])
-    report_skipped(report)
+    # Everything that can be checked is checked before the slow work: the settings, and that --out can be written.
+    settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers)
+    check_save_target(Path(out), overwrite)
+    report = load_sources(ctx, sources)
     if not report.documents:
         raise click.ClickException(f"no documents with text found in {', '.join(sources)}")
     started = time.perf_counter()
-    index = DocumentIndex(make_encoder(model, adapter, dtype, device),
-                          make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers), lock_timeout=wait)
-    index.add_documents(report.documents, progress=ctx.obj["verbose"] or None)
+    index = DocumentIndex(make_encoder(model, adapter, dtype, device), settings, lock_timeout=wait)
+    index.add_documents(report.documents, progress=show_progress(ctx))
     index.save(out, overwrite=overwrite)
     from ..tracking import log_index_build
 
@@ -67,15 +70,13 @@ def add_command(ctx, index_dir, sources, upsert, wait) -> None:
       deepseek-rag add contracts.idx new-contracts/
     """
     from ..document_index import DocumentIndex
-    from ..ingest.loaders import load_documents_with_report
 
     index = DocumentIndex.load(index_dir, lock_timeout=wait)
     index.lock_for_writing()  # before the slow work: a second writer learns at once who holds the index
     try:
-        report = load_documents_with_report(sources)
-        report_skipped(report)
+        report = load_sources(ctx, sources)
         add = index.upsert_documents if upsert else index.add_documents
-        chunks = add(report.documents, progress=ctx.obj["verbose"] or None)
+        chunks = add(report.documents, progress=show_progress(ctx))
         index.save()
     finally:
         index.close()

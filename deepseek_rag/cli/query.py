@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import retrieval_kwargs, retrieval_options, search_encoder_options, search_overrides
+from .common import echo_json, retrieval_kwargs, retrieval_options, search_encoder_options, search_overrides
 
 
 @click.command("query")
@@ -18,8 +18,11 @@ from .common import retrieval_kwargs, retrieval_options, search_encoder_options,
 @click.option("--level", type=click.Choice(["chunk", "document"]), default="chunk", show_default=True)
 @click.option("--expand", type=int, default=0, show_default=True, help="Neighbouring chunks to add on each side.")
 @click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE|JSON",
-              help='Metadata filter (repeatable): KEY=VALUE (a value that parses as a JSON number, true/false or null is '
-                   'compared as that; repeat a key for any-of), or a JSON expression such as \'{"year": {"$gte": 2020}}\'.')
+              help='Metadata filter (repeatable): KEY=VALUE, or a JSON expression such as \'{"year": {"$gte": 2020}}\'. '
+                   'A VALUE is read as JSON when it is a JSON scalar: pages=1 matches the number 1, draft=true the '
+                   'boolean, note=null a null; quote it to match the string (year=\'"2021"\'); anything else '
+                   '(file_type=.pdf) is a string. Repeat a key for any of its values. A key no document has is '
+                   'named on stderr when nothing matches.')
 @click.option("--focus", "focus_documents", type=int, default=0, show_default=True,
               help="Rank documents first and return chunks of the best N only (0 = off).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -37,38 +40,63 @@ def query_command(index_dir, text, top_k, level, expand, filters, focus_document
       deepseek-rag query contracts.idx "Acme lease: who repairs the roof?" --focus 1
       deepseek-rag query shop.idx "hiking boots" --filter '{"price": {"$lte": 120}}'
       deepseek-rag query contracts.idx "notice period" --model contracts-onnx    # its ONNX export
+      deepseek-rag query papers.idx "sample size" --filter pages=1 --filter file_type=.pdf
     """
     from ..document_index import DocumentIndex
 
     overrides = search_overrides(model, allow_int8, threads)
-    retriever = DocumentIndex.load(index_dir, writable=False, encoder_overrides=overrides).as_retriever(
+    parsed = parse_filters(filters)
+    index = DocumentIndex.load(index_dir, writable=False, encoder_overrides=overrides)
+    retriever = index.as_retriever(
         top_k=top_k, expand_neighbors=expand, focus_documents=focus_documents,
         **retrieval_kwargs(mode, fusion, sparse_weight),
     )
-    parsed = parse_filters(filters)
     if level == "document":
         results = retriever.retrieve_documents(text, filters=parsed)
+        if not results:
+            note_unknown_filter_keys(index, parsed, index_dir)
         if as_json:
-            click.echo(json.dumps({"query": text, "documents": [asdict(d) for d in results]}, ensure_ascii=False))
+            echo_json({"query": text, "documents": [asdict(d) for d in results]})
             return
         for rank, doc in enumerate(results, 1):
             best = doc.hits[0]
             click.echo(f"{rank}. {doc.doc_id}  score={doc.score:.3f}  best chars {best.start}-{best.end}")
         return
     hits = retriever.retrieve(text, filters=parsed)
+    if not hits:
+        note_unknown_filter_keys(index, parsed, index_dir)
     if as_json:
-        click.echo(json.dumps({"query": text, "hits": [asdict(h) for h in hits]}, ensure_ascii=False))
+        echo_json({"query": text, "hits": [asdict(h) for h in hits]})
         return
     for rank, hit in enumerate(hits, 1):
         click.echo(f"{rank}. {hit.doc_id} [chars {hit.start}-{hit.end}] score={hit.score:.3f}")
         click.echo("   " + " ".join(hit.text.split())[:300])
 
 
+def note_unknown_filter_keys(index: Any, filters: dict[str, Any] | None, index_dir: str) -> None:
+    """Nothing matched: say so on stderr when the filter names a key that no document of the index has."""
+    from ..vectors.filters import Filter
+
+    parsed = Filter.parse(filters)
+    if parsed is None:
+        return
+    known = index.snapshot().metadata_keys()
+    for key in sorted(parsed.keys() - known - {"doc_id"}):
+        listed = ", ".join(sorted(known | {"doc_id"}))
+        click.echo(f"note: no document in {index_dir} has the metadata key {key!r}, so the filter on it matches "
+                   f"nothing; the keys are: {listed}", err=True)
+
+
 def parse_filters(filters: tuple[str, ...]) -> dict[str, Any] | None:
     """``--filter`` values: JSON objects are merged as expressions; ``KEY=VALUE`` pairs become any-of lists."""
+    from ..ingest.decoding import describe_surrogate, lone_surrogate
+
     parsed: dict[str, Any] = {}
     pairs: dict[str, list[Any]] = {}
     for item in filters:
+        surrogate = lone_surrogate(item)
+        if surrogate is not None:
+            raise click.ClickException(f"--filter {item!r} holds {describe_surrogate(item, surrogate)}; pass UTF-8 text")
         if item.lstrip().startswith("{"):
             try:
                 expression = json.loads(item)
@@ -88,12 +116,13 @@ def parse_filters(filters: tuple[str, ...]) -> dict[str, Any] | None:
 
 
 def _scalar(value: str) -> Any:
-    """A KEY=VALUE value as the JSON scalar it spells (``2021``, ``true``, ``null``), else the string itself."""
+    """A KEY=VALUE value as the JSON scalar it spells (``2021``, ``true``, ``null``, ``"2021"`` for the string),
+    else the string itself (``.pdf``, ``acme``)."""
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError:
         return value
-    return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
+    return parsed if isinstance(parsed, (int, float, bool, str)) or parsed is None else value
 
 
 @click.command("info")
@@ -108,4 +137,4 @@ def info_command(index_dir, ids, model, allow_int8, threads) -> None:
     info = index.info()
     if ids:
         info["document_ids"] = index.document_ids()
-    click.echo(json.dumps(info, indent=2, ensure_ascii=False))
+    echo_json(info, indent=2)

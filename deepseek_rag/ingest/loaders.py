@@ -2,11 +2,14 @@
 
 Supported files: plain text and markup (``.txt``, ``.md``, ``.markdown``, ``.rst``), ``.pdf`` (text layer via
 ``pypdf``; no OCR) and BEIR-style ``.jsonl`` / ``.jsonl.gz`` corpora (one document per row). Files that cannot
-be used (binary, empty, undecodable, too large, unknown type inside a folder) are logged at WARNING and listed
-in :attr:`LoadReport.skipped` rather than aborting the whole load. Caller mistakes (a missing path, an
-explicitly named file of an unknown type, duplicate ids) raise :class:`~deepseek_rag.errors.InvalidInputError`.
+be used (binary, empty, undecodable, too large, damaged, unknown type inside a folder, not a regular file) and
+JSONL rows that are not usable documents are logged at WARNING and listed in :attr:`LoadReport.skipped` rather
+than aborting the whole load. Text files that are not UTF-8 are decoded as ``ingest/decoding.py`` decides
+(GB18030, or a legacy encoding such as Windows-1252 detected by charset-normalizer) and the encoding chosen is
+listed in :attr:`LoadReport.encodings`. Caller mistakes (a missing path, an explicitly named file of an unknown
+type or one that is not a regular file, duplicate ids) raise :class:`~deepseek_rag.errors.InvalidInputError`.
 
-This module reads and decodes; it does not chunk (see :mod:`deepseek_rag.chunking`).
+This module reads and decodes; it does not chunk (see :mod:`deepseek_rag.ingest.chunking`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +28,12 @@ from tqdm.auto import tqdm
 
 from ..documents import Document
 from ..errors import InvalidInputError, MissingDependencyError
+from .decoding import decode_bytes, decode_text, describe_surrogate, lone_surrogate
+
+__all__ = [
+    "LoadReport", "decode_bytes", "documents_from_records", "load_beir_corpus", "load_documents",
+    "load_documents_with_report",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,75 +41,34 @@ TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz")
 SUPPORTED_SUFFIXES = (*TEXT_SUFFIXES, ".pdf", *JSONL_SUFFIXES)
 DEFAULT_MAX_BYTES = 200 * 1024 * 1024
-
-# Bytes that never occur in text (everything below 0x20 except \t \n \v \f \r and ESC).
-_CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13, 27))
-_ASCII_BYTES = bytes(range(128))
-_MAX_CONTROL_RATIO = 0.05
-_BOMS = (
-    (b"\xef\xbb\xbf", "utf-8"),
-    (b"\xff\xfe\x00\x00", "utf-32-le"),  # before UTF-16 LE: it starts with the same two bytes
-    (b"\x00\x00\xfe\xff", "utf-32-be"),
-    (b"\xff\xfe", "utf-16-le"),
-    (b"\xfe\xff", "utf-16-be"),
-)
+_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)  # gzip raises all of the first three
 
 
 @dataclass
 class LoadReport:
-    """What a load produced: the documents, and each ``(path, reason)`` that was skipped."""
+    """What a load produced: the documents, each ``(path, reason)`` that was skipped, and the encoding of each
+    text file that was not UTF-8 (``{path: "cp1252"}``)."""
 
     documents: list[Document] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    encodings: dict[str, str] = field(default_factory=dict)
 
     def skip(self, path: str | Path, reason: str) -> None:
-        logger.warning("skipping %s: %s", path, reason)
-        self.skipped.append((str(path), reason))
+        # ``skipped`` marks the record for a caller that prints the report itself (the CLI) and drops the log line.
+        logger.warning("skipping %s: %s", _printable(path), reason, extra={"skipped": True})
+        self.skipped.append((_printable(path), reason))
 
 
-def decode_bytes(data: bytes) -> str:
-    """Decode file bytes as text: BOM-marked UTF-8/16/32, then UTF-8, then GB18030; never latin-1 guesses.
+def _printable(path: str | Path) -> str:
+    """``path`` as text that UTF-8 can hold: bytes of a non-UTF-8 file name are kept as ``\\xe9`` escapes.
 
-    UTF-8 cut off inside its last character loses that character; UTF-8 with under 1% damaged sequences
-    keeps them as U+FFFD (logged) rather than turning into GB18030 mojibake.
-
-    Raises :class:`InvalidInputError` for binary data (NUL bytes, many control characters) or bytes that are
-    none of these encodings.
+    Such names (from old archives, or Latin-1 systems) would otherwise become document ids that no tokenizer or
+    SQLite accepts.
     """
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            try:
-                return data[len(bom) :].decode(encoding)
-            except UnicodeDecodeError as exc:
-                raise InvalidInputError(
-                    f"bytes start with a {encoding} byte-order mark but are not valid {encoding} ({exc.reason} "
-                    f"at byte {exc.start}); re-save the file as UTF-8"
-                ) from None
-    sample = data[: 1 << 20]
-    if b"\x00" in sample:
-        raise InvalidInputError("data contains NUL bytes, so it is binary, not text; convert it to text first")
-    controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
-    if sample and controls / len(sample) > _MAX_CONTROL_RATIO:
-        raise InvalidInputError(
-            f"data looks binary ({controls} control bytes in the first {len(sample)}); convert it to text first"
-        )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.reason == "unexpected end of data" and exc.start >= len(data) - 3:
-            return data[: exc.start].decode("utf-8")  # a file cut off inside its last character
-    # UTF-8 with a few damaged bytes would decode as GB18030 mojibake; keep it UTF-8 and mark the damage.
-    replaced = data.decode("utf-8", errors="replace")
-    damaged = replaced.count("\ufffd")
-    non_ascii = len(data.translate(None, _ASCII_BYTES))
-    if damaged * 100 <= non_ascii:
-        logger.warning("replaced %d invalid byte sequence(s) in otherwise valid UTF-8 text with U+FFFD", damaged)
-        return replaced
-    try:
-        return data.decode("gb18030")
-    except UnicodeDecodeError:
-        pass
-    raise InvalidInputError("data is neither UTF-8 nor GB18030 (nor marked UTF-16/32); re-save it as UTF-8")
+    text = str(path)
+    if lone_surrogate(text) is None:
+        return text
+    return os.fsencode(text).decode("utf-8", errors="backslashreplace")
 
 
 def _suffix(path: Path) -> str:
@@ -107,15 +77,18 @@ def _suffix(path: Path) -> str:
 
 def _read_text_file(path: Path, doc_id: str, report: LoadReport) -> None:
     try:
-        text = decode_bytes(path.read_bytes())
+        text, encoding = decode_text(path.read_bytes())
     except (OSError, InvalidInputError) as exc:
         report.skip(path, str(exc))
         return
+    if encoding != "utf-8":
+        logger.info("read %s as %s (not UTF-8)", _printable(path), encoding)
+        report.encodings[_printable(path)] = encoding
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         report.skip(path, "file is empty or whitespace only")
         return
-    metadata = {"source": str(path), "title": path.stem, "file_type": _suffix(path)}
+    metadata = {"source": _printable(path), "title": _printable(path.stem), "file_type": _suffix(path)}
     report.documents.append(Document(id=doc_id, text=text, metadata=metadata))
 
 
@@ -131,8 +104,15 @@ def _read_pdf(path: Path, doc_id: str, report: LoadReport) -> None:
             report.skip(path, "PDF is password-protected; decrypt it first")
             return
         pages = [(page.extract_text() or "").replace("\r\n", "\n") for page in reader.pages]
-    except (PdfReadError, OSError, ValueError, KeyError) as exc:
+    except (PdfReadError, OSError) as exc:
         report.skip(path, f"PDF could not be read ({type(exc).__name__}: {exc})")
+        return
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds on content it cannot handle
+        # NotImplementedError (a stream filter it lacks), DependencyError (JBIG2 without jbig2dec, Brotli),
+        # KeyError/ValueError/TypeError on damaged objects: the file is unusable, the rest of the load is not.
+        logger.debug("pypdf failed on %s", _printable(path), exc_info=True)
+        report.skip(path, f"PDF content could not be extracted ({type(exc).__name__}: {exc}); "
+                          "convert it to text (or re-save it as a standard PDF) and index that")
         return
     offsets, position = [], 0
     for page_text in pages:
@@ -142,7 +122,11 @@ def _read_pdf(path: Path, doc_id: str, report: LoadReport) -> None:
     if not text.strip():
         report.skip(path, "PDF has no extractable text (scanned images?); run OCR on it first")
         return
-    metadata = {"source": str(path), "title": path.stem, "file_type": ".pdf"}
+    surrogate = lone_surrogate(text)
+    if surrogate is not None:  # pypdf can map glyphs to surrogate code points
+        report.skip(path, f"PDF text holds {describe_surrogate(text, surrogate)}; convert it to text and index that")
+        return
+    metadata = {"source": _printable(path), "title": _printable(path.stem), "file_type": ".pdf"}
     metadata.update(pages=len(pages), page_offsets=offsets)
     report.documents.append(Document(id=doc_id, text=text, metadata=metadata))
 
@@ -155,12 +139,13 @@ def _read_jsonl(path: Path, report: LoadReport) -> None:
         with opener(path, "rt", encoding="utf-8-sig") as handle:
             for lineno, line in enumerate(handle, start=1):
                 if line.strip():
-                    _add_row(line, f"{path}:{lineno}", documents, report)
-    except (UnicodeDecodeError, OSError, EOFError) as exc:
-        report.skip(path, f"could not read the file as UTF-8 JSON lines ({exc}); no rows from it were kept")
+                    _add_row(line, f"{_printable(path)}:{lineno}", documents, report)
+    except _READ_ERRORS as exc:
+        kind = "damaged gzip data" if isinstance(exc, (zlib.error, EOFError, gzip.BadGzipFile)) else type(exc).__name__
+        report.skip(path, f"could not read the file as UTF-8 JSON lines ({kind}: {exc}); no rows from it were kept")
         return
     for document in documents:
-        document.metadata["source"] = str(path)
+        document.metadata["source"] = _printable(path)
     report.documents.extend(documents)
 
 
@@ -173,8 +158,11 @@ def _add_row(line: str, where: str, documents: list[Document], report: LoadRepor
         report.skip(where, "row is not a JSON object")
         return
     doc_id, text = row.get("_id", row.get("id")), row.get("text")
+    bad = _field_with_surrogate(row)
     if doc_id is None or not isinstance(text, str):
         report.skip(where, "row needs an '_id' (or 'id') and a string 'text'")
+    elif bad is not None:
+        report.skip(where, f"row {bad}; fix the exporter that wrote it (a JSON \\ud83d escape needs its pair)")
     elif not text.strip():
         report.skip(where, f"document '{doc_id}' has empty text")
     else:
@@ -183,6 +171,17 @@ def _add_row(line: str, where: str, documents: list[Document], report: LoadRepor
         if row.get("title"):
             metadata["title"] = row["title"]
         documents.append(Document(id=str(doc_id), text=text, metadata=metadata))
+
+
+def _field_with_surrogate(row: dict[str, Any]) -> str | None:
+    """Which field of a row holds a lone surrogate, and where, or None."""
+    for key, value in row.items():
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        position = lone_surrogate(f"{key}{text}")
+        if position is not None:
+            where = f"key {_printable(key)!r}" if position < len(key) else f"field {key!r}"
+            return f"{where} holds {describe_surrogate(f'{key}{text}', position)}"
+    return None
 
 
 def _load_file(path: Path, doc_id: str, report: LoadReport, max_bytes: int) -> None:
@@ -215,15 +214,33 @@ def _collect_files(sources: Iterable[str | Path] | str | Path, recursive: bool) 
             for path in sorted(candidates):
                 relative = path.relative_to(root)
                 # Hidden files and folders (.git, .DS_Store) are never documents.
-                if path.is_file() and not any(part.startswith(".") for part in relative.parts):
-                    files.append((path, relative.as_posix()))
+                if any(part.startswith(".") for part in relative.parts) or path.is_dir():
+                    continue
+                # A FIFO, socket or device is never opened (reading a FIFO blocks): it goes to the report.
+                files.append((path, _printable(relative.as_posix())))
         elif root.is_file():
             if _suffix(root) not in SUPPORTED_SUFFIXES:
-                raise InvalidInputError(f"cannot load {root}: {_unsupported(_suffix(root))}")
-            files.append((root, root.name))
+                raise InvalidInputError(f"cannot load {_printable(root)}: {_unsupported(_suffix(root))}")
+            files.append((root, _printable(root.name)))
+        elif root.exists():
+            raise InvalidInputError(
+                f"source {_printable(source)!r} is {_file_kind(root)}, not a regular file or directory; "
+                "copy its contents into a file and pass that"
+            )
         else:
-            raise InvalidInputError(f"source {str(source)!r} does not exist; pass an existing file or directory")
+            raise InvalidInputError(f"source {_printable(source)!r} does not exist; pass an existing file or directory")
     return files
+
+
+def _file_kind(path: Path) -> str:
+    """``"a FIFO (named pipe)"``, ``"a socket"``, ... for a path that exists but is no regular file or directory."""
+    if path.is_fifo():
+        return "a FIFO (named pipe)"
+    if path.is_socket():
+        return "a socket"
+    if path.is_block_device() or path.is_char_device():
+        return "a device"
+    return "a special file"
 
 
 def load_documents_with_report(
@@ -243,10 +260,14 @@ def load_documents_with_report(
         raise InvalidInputError(f"max_bytes must be positive, got {max_bytes}")
     report = LoadReport()
     for path, doc_id in tqdm(_collect_files(sources, recursive), desc="Loading", unit="file", disable=not progress):
-        if _suffix(path) not in SUPPORTED_SUFFIXES:
+        if not path.is_file():
+            exists = path.exists() or path.is_symlink()
+            report.skip(path, f"{_file_kind(path)}, not a regular file" if path.exists() else
+                        "a broken symbolic link" if exists else "the file disappeared while loading")
+        elif _suffix(path) not in SUPPORTED_SUFFIXES:
             report.skip(path, _unsupported(_suffix(path)))
-            continue
-        _load_file(path, doc_id, report, max_bytes)
+        else:
+            _load_file(path, doc_id, report, max_bytes)
     _check_unique_ids(report.documents)
     return report
 
@@ -279,6 +300,8 @@ def load_beir_corpus(path: str | Path) -> list[Document]:
         raise InvalidInputError(f"BEIR corpus {path} must be .jsonl or .jsonl.gz, got '{_suffix(path)}'")
     report = LoadReport()
     _read_jsonl(path, report)
+    if report.skipped and report.skipped[-1][0] == _printable(path):  # the file itself, not one of its rows
+        raise InvalidInputError(f"BEIR corpus {_printable(path)}: {report.skipped[-1][1]}")
     _check_unique_ids(report.documents)
     return report.documents
 

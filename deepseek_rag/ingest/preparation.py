@@ -9,6 +9,7 @@ tokenizer and the settings, so a Dask worker with its own encoder can run it; en
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 from ..documents import Chunk, Document
 from ..errors import InvalidInputError
 from ..sparse.analysis import stemmer_language
-from .chunking import MARKDOWN_HEADING, ChunkingConfig, chunk_document
+from .chunking import ChunkingConfig, chunk_document, markdown_headings
+from .decoding import describe_surrogate, lone_surrogate
 from .language import detect_language
 
 MAX_HEADER_CHARS = 160  # a contextual header is a hint, not a second chunk
@@ -53,9 +55,22 @@ def check_batch(documents: Iterable[Any]) -> list[Document]:
             raise InvalidInputError(f"expected Document objects, got {type(doc).__name__}; see loaders.documents_from_records")
         if doc.id in seen:
             raise InvalidInputError(f"document id {doc.id!r} appears twice in this batch; ids must be unique")
+        _check_encodable(doc)
         seen.add(doc.id)
         checked.append(doc)
     return checked
+
+
+def _check_encodable(doc: Document) -> None:
+    """Refuse text UTF-8 cannot hold (lone surrogates): the tokenizer and SQLite would fail on it mid-build."""
+    for part, value in (("id", doc.id), ("text", doc.text),
+                        ("metadata", json.dumps(doc.metadata, ensure_ascii=False, default=str))):
+        position = lone_surrogate(value)
+        if position is not None:
+            raise InvalidInputError(
+                f"document {doc.id!r}: its {part} holds {describe_surrogate(value, position)}; "
+                "decode the source as UTF-8 with errors='replace', or fix the text"
+            )
 
 
 def chunk_for_encoder(document: Document, encoder: Any, chunking: ChunkingConfig, contextual_headers: bool) -> list[Chunk]:
@@ -64,7 +79,7 @@ def chunk_for_encoder(document: Document, encoder: Any, chunking: ChunkingConfig
     reserved = encoder.document_prefix_tokens
     if contextual_headers:
         # Room for the longest header any chunk of this document gets (title — section heading).
-        longest = max(MARKDOWN_HEADING.findall(document.text), key=len, default=None)
+        longest = max((title for _, title in markdown_headings(document.text)), key=len, default=None)
         header = chunk_header(document.title, longest)
         if header:
             reserved += len(tokenizer(header, add_special_tokens=False)["input_ids"]) + 1

@@ -27,6 +27,7 @@ import numpy as np
 from ..documents import DocumentHit, Hit
 from ..errors import InvalidInputError
 from ..vectors.filters import Filter
+from ..ingest.decoding import describe_surrogate, lone_surrogate
 from .fusion import DEFAULT_RRF_K, FUSIONS, fuse
 from .protocol import IndexView, SearchableIndex
 
@@ -424,6 +425,12 @@ def _check_queries(queries: Sequence[str]) -> list[str]:
     for query in queries:
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError(f"query {query!r} is empty; give some text to search for")
+        surrogate = lone_surrogate(query)
+        if surrogate is not None:
+            raise InvalidInputError(
+                f"query holds {describe_surrogate(query, surrogate)}; pass UTF-8 text (on a terminal, check that "
+                "LANG / LC_ALL name a UTF-8 locale)"
+            )
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidInputError(
                 f"query is {len(query):,} characters; the limit is {MAX_QUERY_CHARS:,} (the encoder reads only its "

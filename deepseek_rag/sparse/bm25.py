@@ -60,8 +60,9 @@ class SparseConfig(Config):
             raise InvalidInputError(f"SparseConfig.method={self.method!r} is not one of {', '.join(BM25_METHODS)}")
         if self.chinese not in CHINESE_MODES:
             raise InvalidInputError(f"SparseConfig.chinese={self.chinese!r} is not one of {', '.join(CHINESE_MODES)}")
-        if isinstance(self.k1, bool) or not isinstance(self.k1, (int, float)) or self.k1 < 0:
-            raise InvalidInputError(f"SparseConfig.k1={self.k1!r} must be a number >= 0")
+        # "not k1 >= 0" also refuses NaN, which would make every BM25 score NaN (and --json output invalid).
+        if isinstance(self.k1, bool) or not isinstance(self.k1, (int, float)) or not 0 <= self.k1 < float("inf"):
+            raise InvalidInputError(f"SparseConfig.k1={self.k1!r} must be a finite number >= 0")
         if isinstance(self.b, bool) or not isinstance(self.b, (int, float)) or not 0 <= self.b <= 1:
             raise InvalidInputError(f"SparseConfig.b={self.b!r} must be between 0 and 1")
 

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from .. import jsonable
 from ..documents import Chunk, Document
 from ..errors import IndexFormatError, InvalidInputError
 from ..vectors.filters import Filter
@@ -57,18 +58,8 @@ _READ_CONNECTIONS = 2  # opened with a read-only store: later ones are opened on
 
 
 def metadata_json(metadata: Mapping[str, Any]) -> str:
-    """Metadata as stored: JSON, non-finite floats as strings ("NaN"), unknown types via ``str``."""
-    return json.dumps(_finite(metadata), ensure_ascii=False, default=str, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    """Metadata as stored: JSON, non-finite floats as strings ("nan", "inf"), unknown types via ``str``."""
+    return jsonable.dumps(metadata)
 
 
 class ChunkStore:
@@ -81,6 +72,7 @@ class ChunkStore:
         self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
+        self._bare_nan: bool | None = None  # whether some metadata is not strict JSON (first-release NaN)
         if _read_only:
             for _ in range(_READ_CONNECTIONS):
                 self._pool.put(self._connect_read_only())
@@ -348,6 +340,8 @@ class ChunkStore:
         parsed = Filter.parse(filters)
         if parsed is None:
             return self.chunk_ids() if among is None else np.sort(np.asarray(among, dtype=np.int64))
+        if self._has_bare_nan():
+            return self._chunk_ids_matching_in_python(parsed, among)
         where, params = filter_sql(parsed)
         if among is not None:
             ids = [int(i) for i in among]
@@ -360,6 +354,8 @@ class ChunkStore:
 
     def sample_share(self, filters: Filter, sample: int = 2000) -> tuple[int, int]:
         """(documents passing ``filters``, documents looked at) over an evenly spaced sample of the documents."""
+        if self._has_bare_nan():
+            return 1, 1  # SQL cannot read this store's metadata: treat the filter as broad (post-filter in Python)
         with self._lock:
             if getattr(self, "_sample_rowids", None) is None:
                 total = self._rows("SELECT COUNT(*) FROM documents")[0][0]
@@ -379,10 +375,43 @@ class ChunkStore:
     def non_numeric(self, key: str, limit: int = 5) -> tuple[int, list[str]]:
         """(how many documents hold a non-number under ``key``, the first ``limit`` of their ids)."""
         path = '$."' + key + '"'
-        where = f"json_type(metadata, '{path}') NOT IN ('integer', 'real', 'null')"
+        where = f"json_valid(metadata) AND json_type(metadata, '{path}') NOT IN ('integer', 'real', 'null')"
         count = self._rows(f"SELECT COUNT(*) FROM documents WHERE {where}")[0][0]
         ids = [r[0] for r in self._rows(f"SELECT doc_id FROM documents WHERE {where} LIMIT ?", (limit,))] if count else []
         return int(count), ids
+
+    def _has_bare_nan(self) -> bool:
+        """Whether a document's metadata holds JSON SQLite refuses: the first release wrote NaN and Infinity bare."""
+        if self._bare_nan is None:
+            found = self._rows("SELECT EXISTS (SELECT 1 FROM documents WHERE NOT json_valid(metadata))")
+            self._bare_nan = bool(found[0][0])
+        return self._bare_nan
+
+    def _chunk_ids_matching_in_python(self, parsed: Filter, among: np.ndarray | None = None) -> np.ndarray:
+        """The filter evaluated by its reference semantics (``Filter.matches``), for stores SQL cannot read."""
+        matching = {doc_id for doc_id, text in self._rows("SELECT doc_id, metadata FROM documents")
+                    if parsed.matches(json.loads(text), doc_id)}
+        rows = self._rows("SELECT id, doc_id FROM chunks ORDER BY id")
+        wanted = None if among is None else set(int(i) for i in among)
+        ids = [chunk_id for chunk_id, doc_id in rows if doc_id in matching and (wanted is None or chunk_id in wanted)]
+        return np.asarray(ids, dtype=np.int64)
+
+    def metadata_keys(self, excluded_ids: np.ndarray | None = None) -> set[str]:
+        """The top-level metadata keys of the stored documents, leaving out documents whose first chunk is in
+        ``excluded_ids`` (the deleted ones); a document without chunks holds none."""
+        excluded = json.dumps([int(i) for i in excluded_ids]) if excluded_ids is not None and len(excluded_ids) else "[]"
+        live = "FROM documents d JOIN chunks c ON c.doc_id = d.doc_id AND c.ordinal = 0"
+        unless_deleted = "c.id NOT IN (SELECT value FROM json_each(?))"
+        rows = self._rows(
+            f"SELECT DISTINCT j.key {live}, json_each(d.metadata) j WHERE json_valid(d.metadata) AND {unless_deleted}",
+            (excluded,),
+        )
+        keys = {r[0] for r in rows}
+        # The first release stored NaN as bare JSON NaN, which SQLite's JSON functions refuse: read those in Python.
+        for (text,) in self._rows(f"SELECT d.metadata {live} WHERE NOT json_valid(d.metadata) AND {unless_deleted}",
+                                  (excluded,)):
+            keys.update(json.loads(text))
+        return keys
 
     def document_span(self, doc_id: str, start: int, end: int) -> str:
         """``document.text[start:end]`` read without loading the whole document."""

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
-from ..errors import IndexFormatError
+from ..errors import IndexFormatError, InvalidInputError
 
 MANIFEST_NAME = "manifest.json"
 CURRENT_NAME = "CURRENT"
@@ -156,3 +157,35 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 def directory_bytes(folder: Path) -> int:
     """Bytes of every file under ``folder``."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def check_save_target(target: Path, overwrite: bool) -> None:
+    """Raise :class:`InvalidInputError` if a new index cannot be saved to ``target`` — before any work is done.
+
+    ``target`` must be a directory that is empty, absent, or (with ``overwrite``) an index; and the nearest
+    folder that exists must take a new file (a probe file is created and removed, since permission bits say
+    nothing for root, and a read-only mount or a full disk only shows when something is written).
+    """
+    if target.exists() and not target.is_dir():
+        raise InvalidInputError(f"{target} exists and is not a directory; choose a directory for the index")
+    if target.is_dir() and any(target.iterdir()):
+        found = detect_format(target)
+        if not overwrite:
+            raise InvalidInputError(
+                f"{target} exists and is not empty; choose another directory or pass overwrite=True (--overwrite)"
+            )
+        if found is None:
+            raise InvalidInputError(f"{target} is not an index directory; refusing to overwrite it")
+    base = target.absolute()
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise InvalidInputError(f"cannot create {target}: {base} is a file, not a directory; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".deepseek-rag-write-probe-", dir=base)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"cannot write the index to {target}: {exc.strerror or exc} in {base}; choose a directory you can write to"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)

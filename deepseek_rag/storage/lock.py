@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _HELD_HERE: dict[str, int] = {}  # lock path -> id() of the WriterLock holding it in this process
 _HELD_LOCK = threading.Lock()
+_ANONYMOUS_GRACE = 1.0  # seconds to wait for a holder that has not written (or has just cleared) its line
 
 
 class WriterLock:
@@ -50,6 +51,7 @@ class WriterLock:
         with _HELD_LOCK:
             other = _HELD_HERE.get(key)
         deadline = time.monotonic() + max(0.0, timeout)
+        grace_used = False
         fd = self._open()
         try:
             while True:
@@ -60,6 +62,11 @@ class WriterLock:
                     if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                         raise
                     if time.monotonic() >= deadline:
+                        if not grace_used and not self._holder(fd):
+                            # The holder has the lock but not yet its line (arriving), or has cleared it (leaving):
+                            # a moment more either frees the lock or names the holder.
+                            grace_used, deadline = True, time.monotonic() + _ANONYMOUS_GRACE
+                            continue
                         raise IndexLockedError(self._held_message(fd, other is not None, timeout)) from None
                     time.sleep(0.05)
         except BaseException:
@@ -107,11 +114,17 @@ class WriterLock:
                 ) from None
             raise
 
-    def _held_message(self, fd: int, in_this_process: bool, timeout: float) -> str:
+    @staticmethod
+    def _holder(fd: int) -> dict:
+        """The holder's line, or {} while it is being written or cleared."""
         try:
             holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
         except (OSError, ValueError):
-            holder = {}
+            return {}
+        return holder if isinstance(holder, dict) else {}
+
+    def _held_message(self, fd: int, in_this_process: bool, timeout: float) -> str:
+        holder = self._holder(fd)
         waited = f" (waited {timeout:g}s)" if timeout > 0 else ""
         if in_this_process or holder.get("pid") == os.getpid():
             who = "another DocumentIndex in this process (opened for writing, with changes not yet saved)"

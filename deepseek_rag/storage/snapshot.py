@@ -148,6 +148,13 @@ class Snapshot:
                 out.update(self.states[found[0]].segment.store.document_metadata([doc_id]))
         return out
 
+    def metadata_keys(self) -> set[str]:
+        """The top-level metadata keys of the live documents (what a filter can match besides ``doc_id``)."""
+        keys: set[str] = set()
+        for state in self.states:
+            keys |= state.segment.store.metadata_keys(state.deleted if len(state.deleted) else None)
+        return keys
+
     def document_span(self, doc_id: str, start: int, end: int) -> str:
         found = self.locate(doc_id)
         return "" if found is None else self.states[found[0]].segment.store.document_span(doc_id, start, end)

@@ -13,8 +13,11 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "continuous_trainin
 def test_the_loop_logs_one_run_from_training_to_promotion(tmp_path):
     import mlflow
 
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
     result = subprocess.run([sys.executable, str(EXAMPLE), "--tiny", "--out", str(tmp_path), "--users", "40"],
-                            capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            capture_output=True, text=True, timeout=900, cwd=workdir,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "7. promoted tuned: weights {'base': 0.0, 'tuned': 100.0}" in result.stdout
     assert "vs default" in result.stdout and "rated requests per arm needed" in result.stdout
@@ -30,3 +33,5 @@ def test_the_loop_logs_one_run_from_training_to_promotion(tmp_path):
     assert {a.path for a in client.list_artifacts(run.info.run_id, "adapter")} >= {"adapter/deepseek_rag_adapter.json",
                                                                                      "adapter/shared"}
     assert run.data.tags["deepseek_rag.stage"] == "promoted"
+    assert list(workdir.iterdir()) == []  # artifacts sit beside the database, not in the directory it ran from
+    assert (tmp_path / "mlartifacts").is_dir()
