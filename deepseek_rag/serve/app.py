@@ -69,9 +69,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.ready = False
     app.add_middleware(LimitsMiddleware, settings=settings, metrics=metrics)
     _install_error_handlers(app)
+    from .openai_routes import router as openai_router
     from .routes import router
 
     app.include_router(router)
+    app.include_router(openai_router)
     return app
 
 
