@@ -342,3 +342,27 @@ def test_extractive_citations_are_renumbered_to_the_source_that_holds_them():
     sources = [{"index": 1, "doc_id": "a:b", "start": 0, "end": 10}, {"index": 2, "doc_id": "c", "start": 5, "end": 50}]
     text = "One. [a:b:2-8] Two. [c:20-30] Three. [c:60-70]"
     assert chat.renumber_citations(text, sources) == "One. [1] Two. [2] Three. [c:60-70]"
+
+
+# ------------------------------------------------------------------------------------------- /v1/context
+def test_context_is_the_window_around_a_passage(http):
+    text = TEXTS["lease.txt"]
+    body = http.get("/v1/context/lease.txt", params={"start": 10, "end": 20, "chars": 5}).json()
+    assert (body["window_start"], body["window_end"], body["text"]) == (5, 25, text[5:25])
+    assert http.get("/v1/context/lease.txt", params={"start": 0, "end": len(text)}).json()["text"] == text
+    assert http.get("/v1/context/missing.txt", params={"start": 0, "end": 1}).status_code == 404
+    before = http.get("/v1/context/lease.txt", params={"start": 9, "end": 3})
+    assert before.status_code == 422 and "end: 3 is before start" in before.json()["detail"]["message"]
+    past = http.get("/v1/context/lease.txt", params={"start": 0, "end": 10_000})
+    assert past.status_code == 422 and "past the end" in past.json()["detail"]["message"]
+
+
+def test_the_inspector_page_is_served_with_a_strict_content_security_policy(server):
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert 'src="/inspector/inspector.js"' in page.text
+    assert httpx.get(f"{server}/inspector/inspector.js").headers["content-type"].startswith("text/javascript")
+    assert httpx.get(f"{server}/inspector/index.html").status_code == 404  # the two assets only
+
