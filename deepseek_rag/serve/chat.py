@@ -114,7 +114,7 @@ class ChatAnswer:
     mode: str
     sources: list[dict[str, Any]]
     version: int | None
-    pieces: Iterator[str] = iter(())
+    pieces: Iterator[str] = field(default_factory=lambda: iter(()))
     release: Callable[[], None] = lambda: None
     prompt_texts: list[str] = field(default_factory=list)
     max_tokens: int | None = None

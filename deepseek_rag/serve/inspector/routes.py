@@ -69,6 +69,7 @@ class ContextOut(BaseModel):
             dependencies=[Depends(require_read)],
             responses={**{s: {"model": ErrorOut, "description": d} for s, d in (
                 (401, "A key is needed: send Authorization: Bearer <key>."), (403, "The key is wrong."),
+                (413, "The request body is over the size limit."),
                 (404, "No document with that id."), (422, "A parameter is invalid; the message names it."),
                 (504, "No response within the time limit."))}})
 async def passage_context(
