@@ -8,6 +8,7 @@ bad input the issue names; and the inspector's read route ``/v1/context``.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -366,3 +367,12 @@ def test_the_inspector_page_is_served_with_a_strict_content_security_policy(serv
     assert httpx.get(f"{server}/inspector/inspector.js").headers["content-type"].startswith("text/javascript")
     assert httpx.get(f"{server}/inspector/index.html").status_code == 404  # the two assets only
 
+
+def test_the_readme_session_runs(server, capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Inspector and OpenAI-compatible API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code.replace("http://localhost:8000/v1", f"{server}/v1").replace("READ-KEY", READ_KEY), "README", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("Extractive answer") and "[1]" in printed[0]
+    assert printed[1].split()[1] == "2" and printed[2].count("|") >= 2 and printed[3].endswith("['default']")
