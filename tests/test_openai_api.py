@@ -20,7 +20,7 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from pydantic import Field
 
 from deepseek_rag.encoding.dual_encoder import DualEncoder
-from deepseek_rag.serve import ServeSettings, arms, chat, openai_routes
+from deepseek_rag.serve import ServeSettings, chat, model_arms, openai_routes
 from deepseek_rag.testing import build_tiny_model
 
 from serve_helpers import running_server
@@ -308,13 +308,13 @@ def test_the_sdk_raises_on_a_bad_request(client):
 
 
 def test_an_unknown_model_is_422_when_there_are_arms(client, monkeypatch):
-    real = arms.served_arms
+    real = model_arms.served_arms
 
     def two_arms(app):  # the registry as an app with A/B arms will hold it (same index twice: enough for routing)
         (served,) = real(app).values()
         return {"default": served, "candidate": served}
 
-    monkeypatch.setattr(arms, "served_arms", two_arms)
+    monkeypatch.setattr(model_arms, "served_arms", two_arms)
     assert [m.id for m in client.models.list().data] == ["default", "candidate"]
     messages = [{"role": "user", "content": "Who repairs the roof?"}]
     with pytest.raises(openai.UnprocessableEntityError) as unknown:

@@ -69,13 +69,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.ready = False
     app.add_middleware(LimitsMiddleware, settings=settings, metrics=metrics)
     _install_error_handlers(app)
+    from .routes import router
     from .inspector import router as inspector_router
     from .openai_routes import router as openai_router
-    from .routes import router
 
-    app.include_router(router)
-    app.include_router(openai_router)
+    app.include_router(openai_router)  # no path of these two overlaps another router's
     app.include_router(inspector_router)
+    app.include_router(router)
     return app
 
 

@@ -2,7 +2,7 @@
 
 A chat front-end or the OpenAI SDK pointed at ``http://host:port/v1`` gets grounded answers with ``[n]``
 citations (the steps are in ``chat.py``) and the served encoder's vectors, in OpenAI's shapes; the arm comes
-from ``model`` through :func:`arms.select_served`. Errors keep the service's shape (``{"detail": ...}``, 422
+from ``model`` through :func:`model_arms.select_served`. Errors keep the service's shape (``{"detail": ...}``, 422
 naming the field), which the SDK raises as ``UnprocessableEntityError`` with that body.
 """
 
@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from . import arms, chat
+from . import chat, model_arms
 from . import openai_schemas as oai
 from .auth import require_read
 from .schemas import ErrorOut
@@ -59,7 +59,7 @@ def chat_llm(app: Any) -> Any:
                         "A chat.completion, or with stream=true chat.completion.chunk events ending in data: [DONE]."}})
 async def chat_completions(body: oai.ChatCompletionRequest, request: Request, response: Response) -> Any:
     """An answer to the conversation's last user message, grounded in retrieved passages cited as [n]."""
-    served = arms.select_served(request, body.model)
+    served = model_arms.select_served(request, body.model)
     conversation = chat.split_conversation(body.messages)
     conversation = await run_in_threadpool(chat.trim_history, conversation, chat.token_counter(served.encoder),
                                            chat.HISTORY_TOKEN_BUDGET)
@@ -119,7 +119,7 @@ def _data(payload: dict[str, Any]) -> str:
 @router.post("/v1/embeddings", response_model=oai.EmbeddingList, responses=_READ, dependencies=[Depends(require_read)])
 async def embeddings(body: oai.EmbeddingRequest, request: Request) -> oai.EmbeddingList:
     """Vectors from the served encoder: its document side by default, its query side with input_type="query"."""
-    served = arms.select_served(request, body.model)
+    served = model_arms.select_served(request, body.model)
     encoder = served.encoder
     if body.dimensions is not None and body.dimensions != encoder.dim:
         message = f"{body.dimensions} is not this encoder's dimension ({encoder.dim}); leave it out or send {encoder.dim}"
@@ -156,7 +156,7 @@ def _encoded_tokens(encoder: Any, texts: list[str]) -> int:
 async def list_models(request: Request) -> oai.ModelList:
     """The arms, by name: what ``model`` may be (any name while there is only one)."""
     cards = []
-    for name, served in arms.served_arms(request.app).items():
+    for name, served in model_arms.served_arms(request.app).items():
         created = int(served.path.stat().st_mtime) if served.path.exists() else 0
         cards.append(oai.ModelCard(id=name, created=created, index_version=served.handle.version))
     return oai.ModelList(data=cards)

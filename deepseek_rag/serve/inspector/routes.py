@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ...errors import DocumentNotFoundError
-from .. import arms
+from .. import model_arms
 from ..auth import require_read
 from ..schemas import ErrorOut
 
@@ -85,7 +85,7 @@ async def passage_context(
         raise HTTPException(422, {"message": f"invalid request: end: {end} is before start ({start})",
                                   "errors": [{"field": "end", "message": f"{end} is before start ({start})",
                                               "type": "value_error"}]})
-    served = arms.select_served(request, model)
+    served = model_arms.select_served(request, model)
     low = max(0, start - chars)
 
     def read() -> tuple[str | None, int | None]:

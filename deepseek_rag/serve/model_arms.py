@@ -3,7 +3,7 @@
 Today an app serves one index (``app.state.served``, arm ``"default"``), and any ``model`` name is accepted and
 echoed back, so a client configured for ``gpt-4o`` still works. When an app holds several arms by name
 (``app.state.arms``: ``{name: ServedIndex}``), ``model`` must name one of them; anything else is a 422 that
-lists the names. Routes call :func:`select_served` and never read ``app.state`` themselves.
+lists the names. Routes call :func:`select_served` rather than reading the arms off ``app.state``.
 """
 
 from __future__ import annotations
