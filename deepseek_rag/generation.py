@@ -10,8 +10,9 @@ The LLM is chosen as a user would expect (first match wins):
 4. none of these — an offline extractive answer: the sentences of the top chunks closest to the question
    (scored with the index's own encoder), each cited as ``[doc_id:start-end]``, labelled as extractive.
 
-The LLM path runs a LlamaIndex ``RetrieverQueryEngine`` over ``DeepSeekRAGRetriever`` and needs the ``[llm]``
-extra; LlamaIndex is imported only there. The servers of 2. and 3. are reached through ``llm_client.py``:
+The LLM path retrieves with our ``Retriever`` (so a served, pinned version can answer) and writes the answer
+with LlamaIndex's response synthesizer (what ``RetrieverQueryEngine`` uses); it needs the ``[llm]`` extra, and
+LlamaIndex is imported only there. The servers of 2. and 3. are reached through ``llm_client.py``:
 ``timeout=`` (``$DEEPSEEK_RAG_LLM_TIMEOUT``, default 60 s) bounds every wait, only failures that cannot have
 produced an answer are retried, and a failure, a timeout or a body that is not an answer (or an empty answer)
 is an :class:`~deepseek_rag.errors.LLMError` naming the server. The extractive path needs only the core.
@@ -201,26 +202,22 @@ def core_retriever(index_or_retriever: Any) -> Any:
 
 def _llm_answer(retriever: Any, question: str, llm: Any, *, top_k: int, filters: Mapping[str, Any] | None,
                 stream: bool) -> Answer:
+    """Retrieve with our ``Retriever`` (so a served, pinned version answers), synthesize with LlamaIndex.
+
+    The synthesizer is the one ``RetrieverQueryEngine.from_args`` would build (``compact`` mode, its prompts).
+    """
     try:
-        from llama_index.core.query_engine import RetrieverQueryEngine
-        from llama_index.retrievers.deepseek_rag import DeepSeekRAGRetriever
+        from llama_index.core import get_response_synthesizer
+        from llama_index.core.schema import NodeWithScore, TextNode
     except ImportError as exc:
-        raise MissingDependencyError(
-            "answering with an LLM needs LlamaIndex and the deepseek-rag LlamaIndex retriever: "
-            "pip install 'deepseek-rag[llm]' (in this repository: pip install -e adapters/llama-index)"
-        ) from exc
-    llama_retriever = DeepSeekRAGRetriever(
-        retriever.index,
-        similarity_top_k=top_k,
-        expand_neighbors=retriever.expand_neighbors,
-        nprobe=retriever.nprobe,
-        filters={**retriever.filters, **(filters or {})},
-        mode=getattr(retriever, "mode", None),
-    )
-    engine = RetrieverQueryEngine.from_args(llama_retriever, llm=llm, streaming=stream)
+        raise MissingDependencyError("answering with an LLM needs LlamaIndex: pip install 'deepseek-rag[llm]'") from exc
+    hits = retriever.retrieve(question, top_k, filters=filters)
+    nodes = [NodeWithScore(node=TextNode(id_=f"{h.doc_id}::{h.ordinal}", text=h.text, start_char_idx=h.start, end_char_idx=h.end,
+                                         metadata={**h.metadata, "doc_id": h.doc_id, **({"section": h.section} if h.section else {})}),
+                           score=h.score) for h in hits]
     server = _server_of(llm)
     try:
-        response = engine.query(question)
+        response = get_response_synthesizer(llm=llm, streaming=stream).synthesize(question, nodes=nodes)
     except Exception as exc:
         _raise_llm_error(exc, server, llm)
     sources = [

@@ -149,6 +149,26 @@ def test_each_arm_answers_with_its_own_encoder_and_names_itself(arms):
         assert 'deepseek_rag_index_chunks{arm="tuned"}' in metrics
 
 
+def test_openai_model_names_an_arm_or_lets_the_router_choose(arms):
+    url, _, _ = arms
+    chat = {"messages": [{"role": "user", "content": "Who repairs the roof?"}]}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["deepseek-rag", "base", "tuned", "shadow"]
+        named = client.post("/v1/chat/completions", json={**chat, "model": "tuned"}).json()
+        assert named["arm"] == "tuned" and named["sources"]
+        vectors = client.post("/v1/embeddings", json={"input": "roof", "model": "tuned"}).json()
+        assert vectors["arm"] == "tuned" and len(vectors["data"][0]["embedding"]) == 48  # the tuned arm's encoder
+        for i in range(30):  # routed: the same arm as /v1/retrieve gives the same user
+            retrieved = client.post("/v1/retrieve", json={"query": "roof"}, headers={"X-User-Id": f"chat{i}"}).json()
+            answered = client.post("/v1/chat/completions", json={**chat, "model": "deepseek-rag", "user": f"chat{i}"})
+            assert answered.json()["arm"] == retrieved["arm"]
+        reply = client.post("/v1/feedback", json={"request_id": named["request_id"], "signal": "helpful"})
+        assert reply.json() == {"recorded": True, "arm": "tuned"}  # chat answers take feedback like /v1/retrieve
+        unknown = client.post("/v1/chat/completions", json={**chat, "model": "gpt-4o"})
+        assert unknown.status_code == 422 and unknown.json()["detail"]["errors"][0]["field"] == "model"
+        assert "'gpt-4o' is not served here" in unknown.text and "'deepseek-rag'" in unknown.text
+
+
 def test_feedback_and_the_online_report(arms):
     url, _, _ = arms
     with httpx.Client(base_url=url, timeout=30) as client:

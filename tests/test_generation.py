@@ -300,8 +300,6 @@ _MISBEHAVIOURS = {"html-page": _html_page, "empty-choices": _empty_choices, "han
 
 @pytest.fixture
 def openai_server():
-    pytest.importorskip("llama_index.llms.openai_like")
-    pytest.importorskip("llama_index.retrievers.deepseek_rag")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAIServer)
     server.requests = []
     server.release = threading.Event()
@@ -327,6 +325,31 @@ def test_openai_compatible_server_from_environment(index, openai_server, monkeyp
     streamed = answer(index, "who may terminate?", top_k=2, stream=True)
     assert "".join(streamed.text_stream) == REPLY
     assert server.requests[-1]["stream"] is True
+
+
+def test_the_service_answers_with_the_llm_from_the_version_it_pinned(index_dir, tiny_model_dir, openai_server,
+                                                                    monkeypatch, tmp_path):
+    import shutil
+
+    import httpx
+
+    from deepseek_rag.serve import ServeSettings
+    from serve_helpers import running_server
+
+    server, url = openai_server
+    monkeypatch.setenv("DEEPSEEK_RAG_LLM_BASE_URL", url)
+    monkeypatch.setenv("DEEPSEEK_RAG_LLM_MODEL", "deepseek-r1:7b")
+    served_dir = tmp_path / "served"
+    shutil.copytree(index_dir, served_dir)
+    with running_server(ServeSettings(index=str(served_dir), model=str(tiny_model_dir), watch_s=0.1)) as base:
+        reply = httpx.post(f"{base}/v1/ask", json={"question": "who may terminate?", "top_k": 2}, timeout=30).json()
+        assert reply["mode"] == "llm" and reply["answer"] == REPLY and len(reply["sources"]) == 2
+        sent = json.dumps(server.requests[-1]["messages"], ensure_ascii=False)
+        assert all(json.dumps(s["text"], ensure_ascii=False)[1:-1] in sent for s in reply["sources"])
+        with httpx.stream("POST", f"{base}/v1/ask", json={"question": "who may terminate?", "stream": True},
+                          timeout=30) as streamed:
+            events = [json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith("data: ")]
+        assert "".join(e["text"] for e in events if "text" in e) == REPLY
 
 
 # ---------------------------------------------------------------------------------------------- ask command

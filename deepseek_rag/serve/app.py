@@ -90,7 +90,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
     _install_error_handlers(app)
     from .admin_routes import router as admin_router
     from .routes import router
+    from .inspector import router as inspector_router
+    from .openai_routes import router as openai_router
 
+    app.include_router(openai_router)  # no path of these two overlaps another router's
+    app.include_router(inspector_router)
     app.include_router(router)
     app.include_router(admin_router)
     return app
