@@ -235,3 +235,28 @@ def test_concurrent_readers_never_fail_while_documents_are_written(client, serve
         t.join()
     assert not errors
     assert json.loads(client.get("/v1/documents/w4").text)["id"] == "w4"
+
+
+def _search_calls(client: httpx.Client) -> float:
+    line = next(l for l in client.get("/metrics").text.splitlines()
+                if l.startswith('deepseek_rag_stage_seconds_count{arm="default",stage="search"}'))
+    return float(line.split()[-1])
+
+
+def test_queries_batched_together_are_searched_together_with_their_own_answers(tiny_model_dir, tmp_path):
+    # a long window: the burst below lands in one encode batch, then in one search per set of parameters
+    settings = ServeSettings(index=str(tmp_path / "index"), model=str(tiny_model_dir), api_key=KEY, batch_window_ms=300)
+    queries = ["who repairs the roof?", "confidential for two years", "laws of New York", "the boiler"] * 3
+    bodies = [{"query": q, "top_k": 2} for q in queries[:8]] + [
+        {"query": q, "top_k": 2, "filters": {"year": {"$gte": 2022}}} for q in queries[8:]]
+    with running_server(settings) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.post("/v1/documents", json={"documents": DOCS}, headers=AUTH).status_code == 200
+        alone = [client.post("/v1/retrieve", json=body).json()["hits"] for body in bodies]
+        before = _search_calls(client)
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            together = list(pool.map(lambda body: httpx.post(f"{url}/v1/retrieve", json=body, timeout=30).json()["hits"], bodies))
+        searched = _search_calls(client) - before
+    assert together == alone  # each request gets its own query's hits, filters included
+    assert all(h["metadata"]["year"] >= 2022 for hits in together[8:] for h in hits)
+    # hybrid: one dense and one sparse search per call; 12 requests searched alone would make 24
+    assert searched <= 8, searched

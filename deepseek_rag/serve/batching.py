@@ -5,17 +5,24 @@ As text-embeddings-inference does it: the first query opens a batch, which close
 few forward passes instead of one each. Each query's wait is the ``queue`` stage, the forward pass the
 ``encode`` stage, and every batch's size goes to ``deepseek_rag_encode_batch_size``. With a window of 0 every
 query is encoded alone (still on the encoder thread): the baseline the benchmark compares against.
+
+A batch's requests then wake together, and :class:`SearchCoalescer` runs those that ask the same thing as one
+multi-query search, so a burst costs one thread hop, one version pin and one faiss call per group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from starlette.concurrency import run_in_threadpool
 
 from .metrics import ServeMetrics
 
@@ -88,3 +95,62 @@ class QueryBatcher:
             for (_, future, _), vector in zip(live, vectors):
                 if not future.done():
                     future.set_result(vector)
+
+
+def search_key(*params: Any) -> Hashable | None:
+    """A key equal for equal search parameters (filters included); None when they cannot be compared as JSON."""
+    try:
+        return json.dumps(params, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+
+
+class SearchCoalescer:
+    """``await coalescer.search(key, params, query, vector)`` → ``([hits], version)``, searched with its neighbours.
+
+    Single-query requests that become ready in the same turn of the event loop (one encode batch wakes its
+    requests together) and share ``key`` are searched by one ``search(queries, vectors, *params)`` call on a
+    worker thread; each gets its own row of the result and the version they all came from. When a group's
+    search fails, its requests are searched one by one, so an error stays with the request that caused it.
+    """
+
+    def __init__(self, search: Callable[..., tuple[list, Any]]) -> None:
+        self._search = search
+        self._pending: dict[Hashable, tuple[tuple, list[tuple[str, Any, asyncio.Future]]]] = {}
+        self._scheduled = False
+        self._tasks: set[asyncio.Task] = set()
+
+    async def search(self, key: Hashable, params: tuple, query: str, vector: np.ndarray | None) -> tuple[list, Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.setdefault(key, (params, []))[1].append((query, vector, future))
+        if not self._scheduled:  # after the requests woken with this one have joined
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        loop = asyncio.get_running_loop()
+        for params, items in pending.values():
+            task = loop.create_task(self._run(params, items))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, params: tuple, items: list[tuple[str, Any, asyncio.Future]]) -> None:
+        live = [item for item in items if not item[2].done()]  # a client that hung up needs no search
+        if not live:
+            return
+        vectors = None if live[0][1] is None else np.stack([vector for _, vector, _ in live])
+        try:
+            results, version = await run_in_threadpool(self._search, [q for q, _, _ in live], vectors, *params)
+        except Exception as exc:
+            if len(live) > 1:
+                await asyncio.gather(*(self._run(params, [item]) for item in live))
+            elif not live[0][2].done():
+                live[0][2].set_exception(exc)
+            return
+        for (_, _, future), hits in zip(live, results):
+            if not future.done():
+                future.set_result(([hits], version))

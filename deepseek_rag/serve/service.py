@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from ..documents import Document, DocumentHit, Hit
 from ..index_handle import IndexHandle
 from ..retrieval.retriever import Retriever
-from .batching import QueryBatcher
+from .batching import QueryBatcher, SearchCoalescer, search_key
 from .metrics import ServeMetrics
 from .settings import ServeSettings
 from .writer import IndexWriter
@@ -80,6 +80,7 @@ class ServedIndex:
         self.encoder = self.handle.encoder
         self.batcher = QueryBatcher(self.encoder, metrics, window_s=settings.batch_window_ms / 1000,
                                     max_batch=settings.max_batch, arm=name)
+        self.searches = SearchCoalescer(self._search)
         self.writer = IndexWriter(self.path, self.encoder, self.handle, lock_wait_s=settings.lock_wait_s)
         self._seen_version = self.handle.version
         self.observe()
@@ -121,8 +122,11 @@ class ServedIndex:
 
             raise InvalidInputError(f"mode={mode!r} needs a BM25 side and this index has none; use mode 'dense'")
         vectors = None if mode == "sparse" else await self.encode(queries)
-        return await run_in_threadpool(self._search, queries, vectors, top_k, level, filters, mode, focus_documents,
-                                       expand_neighbors)
+        params = (top_k, level, filters, mode, focus_documents, expand_neighbors)
+        key = search_key(*params) if len(queries) == 1 and self.batcher.window_s > 0 else None
+        if key is not None:  # batching on: searched together with the queries encoded alongside
+            return await self.searches.search(key, params, queries[0], None if vectors is None else vectors[0])
+        return await run_in_threadpool(self._search, queries, vectors, *params)
 
     def _search(self, queries: list[str], vectors: np.ndarray | None, top_k: int, level: str, filters: dict | None,
                 mode: str, focus_documents: int, expand_neighbors: int) -> tuple[list[list[Hit]], int | None]:
