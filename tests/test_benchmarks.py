@@ -119,7 +119,6 @@ def test_encoder_backends_time_every_backend_and_agree_with_torch(beir_folder, t
 
 
 def test_encoder_runtimes_compare_torch_with_its_exports(beir_folder, tiny_model_dir, tmp_path):
-    pytest.importorskip("onnxruntime")
     out = tmp_path / "runtimes.json"
     printed = run_script("encoder_runtimes.py", str(beir_folder), "--model", str(tiny_model_dir), "--out",
                          str(tmp_path / "work"), "--parity-chunks", "8", "--queries", "4", "--rounds", "1",
@@ -143,7 +142,8 @@ def test_encoder_runtimes_compare_torch_with_its_exports(beir_folder, tiny_model
 def test_gpu_check_fails_fast_and_says_why_without_cuda(tmp_path):
     import time
 
-    torch = pytest.importorskip("torch")
+    import torch
+
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the check would run")
     started = time.perf_counter()
@@ -155,7 +155,6 @@ def test_gpu_check_fails_fast_and_says_why_without_cuda(tmp_path):
 
 
 def test_gpu_check_code_paths_run_on_a_cpu_with_a_tiny_model(tiny_model_dir, tmp_path):
-    pytest.importorskip("deepseek_rag_finetune")
     out = tmp_path / "gpu.json"
     printed = run_script("gpu_check.py", "--device", "cpu", "--model", str(tiny_model_dir), "--texts", "16", "--batch", "4",
                          "--vectors", "2000", "--queries", "20", "--steps", "3", "--json", str(out))
