@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,18 +269,29 @@ class SparseIndex:
             return math.log(n / df)
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
+    def query_weights(self, query: str) -> dict[str, float]:
+        """A query's terms with their weights: how often each occurs in the analysed query."""
+        weights: dict[str, float] = {}
+        for term in self.analyze_query(query):
+            weights[term] = weights.get(term, 0.0) + 1.0
+        return weights
+
     def search(
-        self, queries: Sequence[str], k: int, *, allowed_ids: np.ndarray | None = None
+        self, queries: Sequence[str | Mapping[str, float]], k: int, *, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """BM25 scores and chunk ids, both (n, k), best first (ties by chunk id); chunks sharing no term with a
-        query are left out (score -inf, id -1). ``allowed_ids`` (ascending) restricts the chunks scored."""
+        query are left out (score -inf, id -1). ``allowed_ids`` (ascending) restricts the chunks scored.
+
+        A query is text, or already weighted terms (``{term: weight}``, as :meth:`query_weights` gives and
+        pseudo-relevance feedback expands): each term's BM25 contribution is multiplied by its weight."""
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         if not self.chunks:
             return scores, ids
         allowed_masks = [self._allowed_mask(p, allowed_ids) for p in self.parts] if allowed_ids is not None else None
         for row, query in enumerate(queries):
-            found_scores, found_ids = self._score(self.analyze_query(query), allowed_masks)
+            weighted = self.query_weights(query) if isinstance(query, str) else query
+            found_scores, found_ids = self._score(weighted, allowed_masks)
             if not len(found_ids):
                 continue
             if len(found_ids) > k:
@@ -302,14 +313,11 @@ class SparseIndex:
         mask[positions[chunk_ids[positions] == allowed]] = True
         return mask
 
-    def _score(self, terms: list[str], allowed_masks: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-        counts: dict[str, int] = {}
-        for term in terms:
-            counts[term] = counts.get(term, 0) + 1
-        unique = list(counts)
+    def _score(self, weighted: Mapping[str, float], allowed_masks: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        unique = [term for term, weight in weighted.items() if weight > 0]
         if not unique:
             return np.empty(0), np.empty(0, dtype=np.int64)
-        repeats = np.fromiter(counts.values(), dtype=np.float64, count=len(unique))
+        repeats = np.fromiter((weighted[t] for t in unique), dtype=np.float64, count=len(unique))
         k1, b, avg = float(self.config.k1), float(self.config.b), self.mean_length or 1.0
         # Gather every query term's postings in a part at once (live chunks only); df sums over the parts.
         gathered: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
