@@ -27,6 +27,7 @@ import numpy as np
 from ..config import Config
 from ..errors import IndexFormatError, InvalidInputError
 from .analysis import CHINESE_MODES, Analyzer, stemmer_language
+from .dictionary import dictionary_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,15 @@ class SparseConfig(Config):
     chinese_stopwords: bool = field(default=True, metadata={"help": "Also drop bm25s's 841 Chinese stop words."})
     chinese: str = field(
         default="chars",
-        metadata={"help": "Chinese terms: chars (unigrams + bigrams), search (jieba search mode), precise (jieba)."},
+        metadata={"help": "Chinese terms: chars (unigrams + bigrams), search (jieba search mode), precise (jieba), "
+                          "chars+search (both the character n-grams and jieba's search-mode words)."},
     )
     simplified: bool = field(default=True, metadata={"help": "Map traditional Chinese characters to simplified."})
+    user_dictionary: str | None = field(
+        default=None,
+        metadata={"help": "A jieba user dictionary file (one word a line: medical or legal terms) for the jieba "
+                          "modes; the index records its checksum, so queries must find the same words."},
+    )
 
     def __post_init__(self) -> None:
         if self.method not in BM25_METHODS:
@@ -65,16 +72,26 @@ class SparseConfig(Config):
             raise InvalidInputError(f"SparseConfig.k1={self.k1!r} must be a finite number >= 0")
         if isinstance(self.b, bool) or not isinstance(self.b, (int, float)) or not 0 <= self.b <= 1:
             raise InvalidInputError(f"SparseConfig.b={self.b!r} must be between 0 and 1")
+        if self.user_dictionary is not None:
+            if not isinstance(self.user_dictionary, str) or not self.user_dictionary.strip():
+                raise InvalidInputError(f"SparseConfig.user_dictionary={self.user_dictionary!r} must be a file path")
+            if self.chinese == "chars":
+                raise InvalidInputError("SparseConfig.user_dictionary is read by jieba, and chinese='chars' does not "
+                                        "use jieba; choose chinese='chars+search', 'search' or 'precise'")
 
     def analysis_key(self) -> dict[str, Any]:
-        """The fields that decide a chunk's terms (postings written with others must be rebuilt)."""
-        return {k: getattr(self, k) for k in ("headers", "stemming", "stopwords", "chinese_stopwords", "chinese", "simplified")}
+        """The fields that decide a chunk's terms (postings written with others must be rebuilt); a user dictionary
+        by the checksum of its words, wherever the file lies."""
+        key = {k: getattr(self, k) for k in ("headers", "stemming", "stopwords", "chinese_stopwords", "chinese", "simplified")}
+        if self.user_dictionary is not None:
+            key["user_dictionary"] = dictionary_checksum(self.user_dictionary)
+        return key
 
     def analyzer(self, language: str | None) -> Analyzer:
         """The analyzer for text in ``language`` under this config."""
         return Analyzer(
             language, stemming=self.stemming, stopwords=self.stopwords, chinese_stopwords=self.chinese_stopwords,
-            chinese=self.chinese, simplified=self.simplified,
+            chinese=self.chinese, simplified=self.simplified, user_dictionary=self.user_dictionary,
         )
 
 
