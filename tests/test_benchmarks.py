@@ -166,3 +166,23 @@ def test_gpu_check_code_paths_run_on_a_cpu_with_a_tiny_model(tiny_model_dir, tmp
     measured = [r for r in rows if r["value"] is not None]
     assert all(r["value"] > 0 for r in measured) and any(r["section"] == "lora" for r in measured)
     assert "skipped: faiss-gpu" in printed  # a CPU run never has a GPU index
+
+
+def test_catalogue_updates_filtered_recall_and_the_daily_batch(tmp_path):
+    """A small catalogue on an IVF index that probes one list: narrow filters still find the brute-force top 10,
+    and the batch (10% upserted, 1% deleted) is published while this process keeps querying."""
+    from deepseek_rag.testing import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "model", max_seq_length=256)  # a product's text is one chunk
+    out = tmp_path / "catalogue.json"
+    printed = run_script("catalogue_updates.py", "--products", "1500", "--real", "150", "--queries", "20",
+                         "--idle-queries", "30", "--model", str(model), "--index-spec", "IVF8,Flat", "--json", str(out))
+    result = json.loads(out.read_text())
+    filtered, batch = result["filtered"], result["batch"]
+    assert result["index_spec"] == "IVF8,Flat"
+    for level, share in (("50%", 0.5), ("5%", 0.05), ("0.1%", 0.001)):
+        assert 0.5 * share <= filtered["selectivity"][level] <= 2 * share, (level, filtered["selectivity"])
+        assert filtered["recall@10"][level] >= 0.99, (level, filtered["recall@10"])
+    assert batch["upserts"] == 150 and batch["deletes"] == 15 and batch["version"] == 2
+    assert batch["upserts_per_s"] > 0 and batch["queries"]["during batch"]["queries"] > 0
+    assert "p99 during the batch / idle before" in printed
