@@ -206,14 +206,14 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def filtered_search(index: DocumentIndex, products: list[dict], vectors: np.ndarray, queries: list[str],
-                    query_vectors: np.ndarray) -> dict:
+                    query_vectors: np.ndarray, nprobe: int | None = None) -> dict:
     """Recall@10 vs brute force and latency, per selectivity, each query's variants timed back to back."""
     snapshot = index.snapshot()
     chunk_of = {c.doc_id: c.id for batch in snapshot.iter_chunks() for c in batch}
     chunk_ids = np.asarray([chunk_of[p["id"]] for p in products], dtype=np.int64)
     median_price = float(np.median([p["price"] for p in products]))
     brand_names = brands()
-    retriever = index.as_retriever()
+    retriever = index.as_retriever(nprobe=nprobe)
     levels = ["none", "50%", "5%", "0.1%"]
     recall = {level: [] for level in levels}
     share = {level: [] for level in levels}
@@ -228,7 +228,7 @@ def filtered_search(index: DocumentIndex, products: list[dict], vectors: np.ndar
                 assert passing.tolist() == [parsed.matches(p, p["id"]) for p in products], spec
             share[level].append(passing.mean())
             started = time.perf_counter()
-            _, found = index.search_vectors(vector[None], 10, filters=spec)
+            _, found = index.search_vectors(vector[None], 10, filters=spec, nprobe=nprobe)
             timings[f"dense {level}"].append((time.perf_counter() - started) * 1000)
             truth = brute_force(vector, vectors, passing, chunk_ids)
             if truth:
@@ -288,13 +288,13 @@ def run_batch(folder: str, work: str, model: str | None) -> dict:
 
 
 def daily_batch(folder: Path, work: Path, products: list[dict], queries: list[str], query_vectors: np.ndarray,
-                model: str | None, encoder, idle_queries: int) -> dict:
+                model: str | None, encoder, idle_queries: int, nprobe: int | None = None) -> dict:
     from deepseek_rag import IndexHandle
 
     changed, delisted = batch_changes(products)
     (work / "changes.json").write_text(json.dumps({"changed": changed, "delisted": delisted}))
     handle = IndexHandle(folder, encoder, watch=0.05)
-    retriever = handle.as_retriever()
+    retriever = handle.as_retriever(nprobe=nprobe)
     median_price = float(np.median([p["price"] for p in products]))
     brand_names = brands()
     counter = [0]
@@ -343,6 +343,7 @@ def main() -> None:
     parser.add_argument("--idle-queries", type=int, default=1000, help="Queries timed before and after the batch.")
     parser.add_argument("--model", default=None, help="Encoder folder (default: the bundled MiniLM).")
     parser.add_argument("--index-spec", default="auto", help="FAISS factory string (default: auto, by catalogue size).")
+    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists probed (default: the index's, nlist/32).")
     parser.add_argument("--out", default=None, help="Where the index is written (default: a temporary folder).")
     parser.add_argument("--json", dest="json_out", default=None)
     parser.add_argument("--batch", nargs=3, help=argparse.SUPPRESS)
@@ -351,7 +352,7 @@ def main() -> None:
         print(json.dumps(run_batch(args.batch[0], args.batch[1], args.batch[2] or None)))
         return
     results: dict = {"machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start",
-                     "products": args.products, "real_vectors": min(args.real, args.products)}
+                     "products": args.products, "real_vectors": min(args.real, args.products), "nprobe": args.nprobe}
     products = generate_products(args.products)
     documents = [product_document(p) for p in products]
     base = DualEncoder(model=args.model)
@@ -395,14 +396,14 @@ def main() -> None:
         queries = shopper_queries(args.queries)
         query_vectors = base.encode_queries(queries)
         reader = DocumentIndex.load(folder, encoder, writable=False)
-        results["filtered"] = filtered_search(reader, products, vectors, queries, query_vectors)
+        results["filtered"] = filtered_search(reader, products, vectors, queries, query_vectors, args.nprobe)
         reader.close()
         print_filtered(results["filtered"])
 
         save_mixture(mixture, work / "mixture.npz")
         (work / "real_texts.json").write_text(json.dumps(sorted(set(real_texts))))
         results["batch"] = daily_batch(folder, work, products, queries, query_vectors, args.model, encoder,
-                                       args.idle_queries)
+                                       args.idle_queries, args.nprobe)
         batch = results["batch"]
         batch["encode_all_upserts_really_s"] = round(batch["upserts"] / results["real_encoder_docs_per_s"], 1)
         print_batch(batch)
