@@ -71,7 +71,7 @@ class TiedGaussianMixture:
         out = np.empty((n, self.means.shape[1]), dtype=np.float32)
         for start in range(0, n, 100_000):  # in blocks: 1M x 384 float64 noise would take 3 GB at once
             m = min(100_000, n - start)
-            block = self.means[rng.choice(len(self.means), m, p=self.weights)] + rng.standard_normal((m, DIM)) @ self.factor.T
+            block = self.means[rng.choice(len(self.means), m, p=self.weights)] + rng.standard_normal((m, self.factor.shape[0])) @ self.factor.T
             out[start : start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
         return out
 

@@ -15,6 +15,7 @@ version and lets the lock go. A change that fails leaves the index exactly as it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .documents import Chunk, Document
+from .encoding.coverage import token_coverage
 from .encoding.dual_encoder import DualEncoder
 from .errors import DocumentNotFoundError, InvalidInputError, ReadOnlyIndexError
 from .index_files import next_segment_number, open_index, portable_encoder_config
@@ -72,12 +74,14 @@ class DocumentIndex:
         self._writable = _writable
         self._snapshot = _snapshot or Snapshot(
             (), dim=self.encoder.dim, template=FaissVectorStore(self.encoder.dim, self.settings.index_spec),
-            sparse=self.settings.sparse if self.settings.sparse.enabled else None,
+            sparse=self.settings.sparse if self.settings.sparse.enabled else None, dense=self.settings.dense != "off",
         )
         self._mutex = threading.RLock()
         self._writer_lock: WriterLock | None = None
         self._changed = False
         self._pending_names = 0
+        self.dense_note: str | None = None
+        """Why ``dense="auto"`` (or :meth:`densify`) decided as it did, for the CLI to print (None: nothing to say)."""
 
     # ------------------------------------------------------------------------------------ reading
     def snapshot(self) -> Snapshot:
@@ -101,6 +105,11 @@ class DocumentIndex:
     @property
     def sparse(self):  # -> SparseIndex
         return self._snapshot.sparse if self.has_sparse else None
+
+    @property
+    def has_dense(self) -> bool:
+        """False for a lexical-only index (``settings.dense="off"``): BM25 only, searched in sparse mode."""
+        return self._snapshot.dense
 
     @property
     def has_sparse(self) -> bool:
@@ -157,10 +166,38 @@ class DocumentIndex:
         index.add_documents(documents, progress=progress)
         return index
 
-    def _prepare(self, documents: Iterable[Document], progress: bool | None) -> tuple[PreparedBatch, np.ndarray]:
+    def _prepare(self, documents: Iterable[Document], progress: bool | None) -> tuple[PreparedBatch, np.ndarray | None]:
         self._check_writable()
         batch = prepare_documents(list(documents), self.encoder, self.settings)
+        if self.settings.dense == "auto" and batch.documents:
+            self._decide_dense(batch.embedding_texts)
+        if not self._snapshot.dense:
+            return batch, None  # a lexical-only index: nothing to encode
         return batch, self.encoder.encode_documents(batch.embedding_texts, progress=progress)
+
+    def _decide_dense(self, texts: list[str]) -> None:
+        """``dense="auto"``: embed unless the encoder cannot read most of a sample of the first batch's tokens."""
+        with self._mutex:
+            if self.settings.dense != "auto":
+                return
+            if self._snapshot.counts()[1]:  # chunks already there: they decided
+                decision = "on" if self._snapshot.dense else "off"
+            else:
+                coverage = token_coverage(self.encoder.tokenizer, texts)
+                name = Path(self.encoder.model_name).name
+                if coverage.readable or not self.settings.sparse.enabled:
+                    decision = "on"
+                    if not coverage.readable:
+                        self.dense_note = f"{coverage.describe(name)}; embedding anyway: the index has no BM25 side"
+                else:
+                    decision = "off"
+                    self.dense_note = (f"{coverage.describe(name)}; building the BM25 side only (a lexical-only index, "
+                                       "searched in sparse mode); `deepseek-rag densify DIR --model MODEL` adds vectors "
+                                       "later from an encoder that reads this text")
+                if self.dense_note:
+                    logger.info(self.dense_note)
+            self.settings = dataclasses.replace(self.settings, dense=decision)
+            self._snapshot = self._snapshot.derive(self._snapshot.states, dense=decision == "on")
 
     def add_documents(self, documents: Iterable[Document], *, progress: bool | None = None) -> int:
         """Chunk, encode and add new documents; an id already in the index is an error. Returns chunks added."""
@@ -201,7 +238,7 @@ class DocumentIndex:
         if not batch.documents:
             return snapshot
         template = snapshot.template
-        if not template.is_trained:  # the first vectors decide "auto" and train IVF codebooks
+        if vectors is not None and not template.is_trained:  # the first vectors decide "auto" and train IVF codebooks
             template = template.empty_like()
             template.train(vectors)
         first = snapshot.next_chunk_id
@@ -382,6 +419,48 @@ class DocumentIndex:
         settings = IndexSettings.from_dict({**self.settings.to_dict(), "index_spec": spec})
         return DocumentIndex(self.encoder, settings, _snapshot=rebuild.with_vector_spec(self._snapshot, spec, nprobe))
 
+    def densify(self, encoder: DualEncoder, *, index_spec: str = "auto", force: bool = False,
+                progress: bool | None = None) -> int:
+        """Give a lexical-only index its vector side: every live chunk embedded by ``encoder``, which the index
+        records as its encoder from then on (queries and later adds use it). Returns the chunks embedded; call
+        :meth:`save` to publish (atomically: readers see the lexical-only version until then).
+
+        Refused when the index has vectors already (rebuilding is how an index changes encoder), and, unless
+        ``force``, when ``encoder`` cannot read most of a sample of the chunks either. Chunks were cut for the
+        encoder that built the index; ones longer than ``encoder`` reads are embedded from their start (a warning
+        says how many; the BM25 side keeps all of their text).
+        """
+        self._check_writable()
+        if self._snapshot.dense:
+            raise InvalidInputError(
+                f"this index has a dense side already (encoder {Path(self.encoder.model_name).name}, "
+                f"{self._snapshot.spec}); an index changes encoder by being rebuilt: `deepseek-rag index ... --model M`"
+            )
+        with self._writing():
+            texts = [self.embedding_text(c, _title(c)) for batch in self._snapshot.iter_chunks() for c in batch]
+            name = Path(encoder.model_name).name
+            coverage = token_coverage(encoder.tokenizer, texts)
+            if not coverage.readable and not force:
+                raise InvalidInputError(f"{coverage.describe(name)}: its vectors would say little about this text; "
+                                        "choose an encoder that reads it, or pass force=True (--force) to embed anyway")
+            limit = encoder.max_seq_length - encoder.tokenizer.num_special_tokens_to_add() - encoder.document_prefix_tokens
+            long = sum(len(ids) > limit for ids in encoder.tokenizer(texts, add_special_tokens=False)["input_ids"]) \
+                if texts else 0
+            notes = [coverage.describe(name)]
+            if long:
+                notes.append(f"{long} of {len(texts)} chunks are longer than the {limit} tokens {name} reads: only their "
+                             "start is embedded (rebuild with --model to cut chunks for it)")
+                logger.warning(notes[-1])
+            self.dense_note = "; ".join(notes)
+            snapshot = rebuild.with_dense(
+                self._snapshot, lambda batch, shown: encoder.encode_documents(batch, progress=shown), index_spec,
+                encoder.dim, embedding_text=lambda chunk: self.embedding_text(chunk, _title(chunk)), progress=progress,
+            )
+            self.encoder = encoder
+            self.settings = dataclasses.replace(self.settings, dense="on", index_spec=index_spec)
+            self._swap(snapshot)
+        return len(texts)
+
     def with_sparse(self, config: SparseConfig) -> DocumentIndex:
         """An in-memory copy whose BM25 side is analysed again under ``config`` (same chunks and vectors)."""
         settings = IndexSettings.from_dict({**self.settings.to_dict(), "sparse": config.to_dict()})
@@ -411,7 +490,8 @@ class DocumentIndex:
             "documents": documents,
             "chunks": chunks,
             "segments": len(snapshot.states),
-            "index_spec": snapshot.spec,
+            "index_spec": snapshot.spec if snapshot.dense else None,
+            "dense": snapshot.dense,
             "index_bytes": snapshot.nbytes(),
             "sparse_bytes": snapshot.sparse.nbytes() if snapshot.has_sparse else None,
             "encoder": self.encoder.fingerprint(),
@@ -442,3 +522,9 @@ class DocumentIndex:
     def close(self) -> None:
         """Drop unsaved changes and let the writer lock go (the directory keeps its last published version)."""
         self.discard_changes()
+
+
+def _title(chunk: Chunk) -> str | None:
+    """The document title a chunk's header names (its document's ``metadata["title"]``)."""
+    title = chunk.metadata.get("title")
+    return str(title) if title else None

@@ -94,6 +94,11 @@ class IndexHandle:
         return self._current.snapshot.has_sparse
 
     @property
+    def has_dense(self) -> bool:
+        """False for a lexical-only index (searched in sparse mode only)."""
+        return self._current.snapshot.dense
+
+    @property
     def in_flight(self) -> int:
         """Searches running now, on every version still open."""
         with self._lock:

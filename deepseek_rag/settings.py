@@ -17,6 +17,9 @@ from .sparse.bm25 import SparseConfig
 from .storage.merging import VersionSettings
 
 
+DENSE_CHOICES = ("on", "off", "auto")
+
+
 @dataclass
 class IndexSettings(Config):
     """How documents become vectors; saved in the manifest so ``add`` later cuts and embeds the same way."""
@@ -25,6 +28,12 @@ class IndexSettings(Config):
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     contextual_headers: bool = field(
         default=True, metadata={"help": "Embed each chunk with its document title and section heading in front."}
+    )
+    dense: str = field(
+        default="on",
+        metadata={"help": "The vector side: on, off (BM25 only: a lexical-only index, searched in sparse mode), or "
+                          "auto (off when the encoder cannot read most of a sample of the corpus's tokens; decided "
+                          "at the first add and recorded as on or off)."},
     )
     sparse: SparseConfig = field(
         default_factory=SparseConfig, metadata={"help": "The BM25 side: analysis and scoring (enabled=False: none)."}
@@ -48,5 +57,9 @@ class IndexSettings(Config):
                 setattr(self, name, kind.from_dict(getattr(self, name)))
         if not isinstance(self.filter_fields, list) or not all(isinstance(k, str) and k for k in self.filter_fields):
             raise InvalidInputError(f"filter_fields={self.filter_fields!r} must be a list of metadata key names")
+        if self.dense not in DENSE_CHOICES:
+            raise InvalidInputError(f"dense={self.dense!r} is not one of {', '.join(DENSE_CHOICES)}")
+        if self.dense == "off" and not self.sparse.enabled:
+            raise InvalidInputError("dense='off' with sparse.enabled=False leaves nothing to search; keep one side")
         if not isinstance(self.index_spec, str) or not self.index_spec.strip():
             raise InvalidInputError(f"index_spec={self.index_spec!r} must be a FAISS factory string or 'auto'")

@@ -165,3 +165,61 @@ def test_gpu_check_code_paths_run_on_a_cpu_with_a_tiny_model(tiny_model_dir, tmp
     measured = [r for r in rows if r["value"] is not None]
     assert all(r["value"] > 0 for r in measured) and any(r["section"] == "lora" for r in measured)
     assert "skipped: faiss-gpu" in printed  # a CPU run never has a GPU index
+
+
+def test_catalogue_updates_filtered_recall_and_the_daily_batch(tmp_path):
+    """A small catalogue on an IVF index that probes one list: narrow filters still find the brute-force top 10,
+    and the batch (10% upserted, 1% deleted) is published while this process keeps querying."""
+    from deepseek_rag.testing import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "model", max_seq_length=256)  # a product's text is one chunk
+    out = tmp_path / "catalogue.json"
+    printed = run_script("catalogue_updates.py", "--products", "1500", "--real", "150", "--queries", "20",
+                         "--idle-queries", "30", "--model", str(model), "--index-spec", "IVF8,Flat", "--json", str(out))
+    result = json.loads(out.read_text())
+    filtered, batch = result["filtered"], result["batch"]
+    assert result["index_spec"] == "IVF8,Flat"
+    for level, share in (("50%", 0.5), ("5%", 0.05), ("0.1%", 0.001)):
+        assert 0.5 * share <= filtered["selectivity"][level] <= 2 * share, (level, filtered["selectivity"])
+        assert filtered["recall@10"][level] >= 0.99, (level, filtered["recall@10"])
+    assert batch["upserts"] == 150 and batch["deletes"] == 15 and batch["version"] == 2
+    assert batch["upserts_per_s"] > 0 and batch["queries"]["during batch"]["queries"] > 0
+    assert "p99 during the batch / idle before" in printed
+
+
+def test_chinese_lexical_reports_every_variant_and_both_build_times(tiny_model_dir, tmp_path):
+    """On a made-up Chinese legal folder: every variant in the table, chosen on dev, and the two builds timed."""
+    folder = tmp_path / "zh-beir"
+    (folder / "qrels").mkdir(parents=True)
+    docs = {
+        "d1": "承租人未经出租人同意转租的，出租人可以解除合同。",
+        "d2": "当事人一方有确切证据证明对方经营状况严重恶化的，可以行使不安抗辩权，中止履行。",
+        "d3": "行为人没有代理权，相对人有理由相信行为人有代理权的，构成表见代理。",
+        "d4": "租赁期限不得超过二十年。超过二十年的，超过部分无效。",
+        "d5": "借款人应当按照约定的期限返还借款，并支付利息。",
+    }
+    queries = {"q1": ("出租人可以解除合同吗", "d1"), "q2": ("什么是不安抗辩权", "d2"), "q3": ("表见代理的构成", "d3"),
+               "q4": ("租赁期限最长多少年", "d4"), "q5": ("借款到期不还怎么办", "d5")}
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus:
+        for doc_id, text in docs.items():
+            corpus.write(json.dumps({"_id": doc_id, "title": "", "text": text}, ensure_ascii=False) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as handle:
+        for qid, (text, _) in queries.items():
+            handle.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+    for split, qids in (("dev", ["q1", "q2", "q3"]), ("test", ["q4", "q5"])):
+        rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{queries[q][1]}\t1" for q in qids]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    terms = tmp_path / "legal_terms.txt"
+    terms.write_text("不安抗辩权\n表见代理\n", encoding="utf-8")
+    out = tmp_path / "out"
+    printed = run_script("chinese_lexical.py", str(folder), "--out", str(out), "--model", str(tiny_model_dir),
+                         "--user-dictionary", str(terms))
+    result = json.loads((out / "chinese_lexical.json").read_text())
+    variants = result["variants"]
+    assert {"jieba search mode", "chars+search: bigrams and jieba search words together"} <= set(variants)
+    assert any("RM3" in label for label in variants) and any("user dictionary" in label for label in variants)
+    assert all(0 <= row["dev"] <= 1 and 0 <= row["test"] <= 1 for row in variants.values())
+    assert result["best_by_dev"]["variant"] in variants
+    rows = result["build"]["rows"]
+    assert rows["lexical-only (--dense off)"]["documents"] == rows["dense + sparse (default)"]["documents"] == 5
+    assert "dense + sparse / lexical-only build time" in printed

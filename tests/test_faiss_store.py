@@ -172,6 +172,27 @@ def test_allowed_ids_restrict_results(corpus):
         assert (none == -1).all() and np.isneginf(s).all()
 
 
+def test_narrow_filters_are_exact_even_when_ivf_probes_one_list(corpus):
+    """A narrow filter's ids are scattered over every IVF list: probing one list would miss most of them."""
+    ids, vectors = corpus
+    index = built("IVF16,Flat", corpus)
+    allowed = ids[::40]  # 50 ids spread over the lists
+    _, found = index.search(vectors[:20], 10, filter=IdFilter.of(allowed), params={"nprobe": 1})
+    np.testing.assert_array_equal(found, exact_top(vectors[::40], allowed, vectors[:20], 10))
+
+
+def test_wider_filters_probe_more_lists_in_proportion(corpus, monkeypatch):
+    """Above the exact limit, nprobe grows by ntotal / allowed: a filter passing 1/8 probes 8x the lists."""
+    from deepseek_rag.vectors import faiss_store
+
+    monkeypatch.setattr(faiss_store, "EXACT_FILTER_LIMIT", 10)
+    ids, vectors = corpus
+    index = built("IVF16,Flat", corpus)
+    allowed = ids[::8]  # 250 ids: 2 lists x 8 = all 16 probed
+    _, found = index.search(vectors[:20], 10, filter=IdFilter.of(allowed), params={"nprobe": 2})
+    np.testing.assert_array_equal(found, exact_top(vectors[::8], allowed, vectors[:20], 10))
+
+
 def test_k_larger_than_ntotal_pads_with_minus_one():
     index = FaissVectorStore(DIM, "Flat")
     index.add(np.array([4, 8, 15]), unit_vectors(3))

@@ -22,6 +22,7 @@ from .ask import ask_command
 from .common import CONTEXT_SETTINGS, UserErrorGroup, quiet_libraries
 from .compare import compare_command
 from .demo import demo_command
+from .densify import densify_command
 from .eval import eval_command
 from .export import export_command
 from .index import add_command, delete_command, index_command
@@ -80,7 +81,7 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 
 for command in (index_command, add_command, delete_command, query_command, info_command, eval_command, ask_command,
-                serve_command, compare_command, ab_report_command, export_command, demo_command):
+                serve_command, compare_command, ab_report_command, export_command, demo_command, densify_command):
     cli.add_command(command)
 
 

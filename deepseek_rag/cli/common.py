@@ -112,7 +112,8 @@ def index_options(func: Any) -> Any:
     return func
 
 
-def make_settings(index_spec: str, chunking: str, chunk_tokens: int, chunk_overlap: int | None, headers: bool):
+def make_settings(index_spec: str, chunking: str, chunk_tokens: int, chunk_overlap: int | None, headers: bool,
+                  dense: str = "on"):
     """The settings the index options spell. What the options cannot set follows ``--chunk-tokens``: the overlap
     (when not given) and the smallest trailing chunk are at most half of it and all of it, so any size works."""
     from ..document_index import IndexSettings
@@ -125,6 +126,7 @@ def make_settings(index_spec: str, chunking: str, chunk_tokens: int, chunk_overl
         chunking=ChunkingConfig(mode=chunking, max_tokens=chunk_tokens, overlap=overlap,
                                 min_tokens=min(defaults.min_tokens, max(0, chunk_tokens))),
         contextual_headers=headers,
+        dense=dense,
     )
 
 

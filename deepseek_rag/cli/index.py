@@ -22,11 +22,14 @@ from .common import (
 @click.argument("sources", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Index directory to write.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index directory (published as its next version).")
+@click.option("--dense", type=click.Choice(["on", "off", "auto"]), default="on", show_default=True,
+              help="Vectors beside BM25 (on); BM25 only, a lexical-only index searched in sparse mode (off); or off "
+                   "when the encoder cannot read most of a sample of the corpus's tokens (auto: it says so).")
 @index_options
 @encoder_options
 @wait_option
 @click.pass_context
-def index_command(ctx, sources, out, overwrite, index_spec, chunking, chunk_tokens, chunk_overlap, headers,
+def index_command(ctx, sources, out, overwrite, dense, index_spec, chunking, chunk_tokens, chunk_overlap, headers,
                   model, adapter, dtype, device, wait) -> None:
     """Build an index directory from files, folders or BEIR corpus.jsonl files.
 
@@ -34,12 +37,13 @@ def index_command(ctx, sources, out, overwrite, index_spec, chunking, chunk_toke
     Examples:
       deepseek-rag index contracts/ --out contracts.idx
       deepseek-rag index corpus.jsonl --out sci.idx --index-spec IVF256,PQ96x8
+      deepseek-rag index chinese-laws/ --out laws.idx --dense auto   # BM25 only if MiniLM cannot read it
     """
     from ..document_index import DocumentIndex
     from ..storage.layout import check_save_target
 
     # Everything that can be checked is checked before the slow work: the settings, and that --out can be written.
-    settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers)
+    settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers, dense)
     check_save_target(Path(out), overwrite)
     report = load_sources(ctx, sources)
     if not report.documents:
@@ -47,12 +51,15 @@ def index_command(ctx, sources, out, overwrite, index_spec, chunking, chunk_toke
     started = time.perf_counter()
     index = DocumentIndex(make_encoder(model, adapter, dtype, device), settings, lock_timeout=wait)
     index.add_documents(report.documents, progress=show_progress(ctx))
+    if index.dense_note:
+        click.echo(f"note: {index.dense_note}", err=True)
     index.save(out, overwrite=overwrite)
     from ..tracking import log_index_build
 
     log_index_build(index, out)  # when the adapter came from a tracked `deepseek-rag finetune` run
     info = index.info()
-    click.echo(f"indexed {info['documents']} documents as {info['chunks']} chunks ({info['index_spec']}) "
+    sides = info["index_spec"] if info["dense"] else "lexical-only: BM25, no vectors"
+    click.echo(f"indexed {info['documents']} documents as {info['chunks']} chunks ({sides}) "
                f"in {time.perf_counter() - started:.1f}s → {out} (version {info['version']})")
 
 

@@ -46,4 +46,6 @@ class SearchableIndex(Protocol):
     @property
     def has_sparse(self) -> bool: ...
 
+    # ``has_dense`` (False for a lexical-only index) is read when present; without it an index has vectors.
+
     def reading(self) -> AbstractContextManager[IndexView]: ...

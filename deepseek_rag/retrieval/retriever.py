@@ -3,7 +3,8 @@
 query → encode (query side) → FAISS search and/or BM25 search (+ metadata filter, on both) → fusion
 (``fusion.py``) → chunk hits → optional aggregation to documents → optional neighbour expansion.
 
-Three modes: ``dense`` (scores are inner products of unit vectors), ``sparse`` (BM25 scores) and
+Three modes: ``dense`` (scores are inner products of unit vectors), ``sparse`` (BM25 scores; the only one on a
+lexical-only index, built with ``dense="off"``) and
 ``hybrid`` (both sides, ``candidate_factor × top_k`` chunks each, fused; scores are fusion scores — the
 weighted sum of min-max normalised scores, in [0, 1], or RRF's ``Σ 1/(60 + rank)``). Higher is better in
 all. ``hybrid`` is the default on an index with a BM25 side: it measured best (see ``DEFAULT_MODE``).
@@ -26,6 +27,7 @@ import numpy as np
 
 from ..documents import DocumentHit, Hit
 from ..errors import InvalidInputError
+from ..storage.snapshot import LEXICAL_ONLY
 from ..vectors.filters import Filter
 from ..ingest.decoding import describe_surrogate, lone_surrogate
 from .fusion import DEFAULT_RRF_K, FUSIONS, fuse
@@ -226,9 +228,12 @@ class Retriever:
 
     # ------------------------------------------------------------------------------------ searching
     def _check_mode(self, mode: str | None) -> str:
+        dense = getattr(self.index, "has_dense", True)
         if mode is None:
-            return DEFAULT_MODE if self.index.has_sparse else "dense"
+            return "dense" if not self.index.has_sparse else (DEFAULT_MODE if dense else "sparse")
         mode = _check_choice("mode", mode, MODES)
+        if mode != "sparse" and not dense:
+            raise InvalidInputError(f"mode={mode!r} needs vectors: {LEXICAL_ONLY}")
         if mode != "dense" and not self.index.has_sparse:
             raise InvalidInputError(
                 f"mode={mode!r} needs the index's sparse (BM25) side, and this index was built without one "

@@ -59,8 +59,8 @@ class _TimedView:
 class _Pinned:
     """The ``SearchableIndex`` of one pinned version (what a per-request ``Retriever`` searches)."""
 
-    def __init__(self, view: _TimedView, encoder: Any, has_sparse: bool) -> None:
-        self._view, self.encoder, self.has_sparse = view, encoder, has_sparse
+    def __init__(self, view: _TimedView, encoder: Any, has_sparse: bool, has_dense: bool = True) -> None:
+        self._view, self.encoder, self.has_sparse, self.has_dense = view, encoder, has_sparse, has_dense
 
     @contextmanager
     def reading(self) -> Iterator[_TimedView]:
@@ -111,6 +111,8 @@ class ServedIndex:
     def _mode(self, mode: str | None) -> str:
         if mode is not None:
             return mode
+        if not self.handle.has_dense:
+            return "sparse"  # a lexical-only index
         return "hybrid" if self.handle.has_sparse else "dense"
 
     async def retrieve(self, queries: list[str], *, top_k: int, level: str, filters: dict | None, mode: str | None,
@@ -121,6 +123,11 @@ class ServedIndex:
             from ..errors import InvalidInputError
 
             raise InvalidInputError(f"mode={mode!r} needs a BM25 side and this index has none; use mode 'dense'")
+        if mode != "sparse" and not self.handle.has_dense:
+            from ..errors import InvalidInputError
+            from ..storage.snapshot import LEXICAL_ONLY
+
+            raise InvalidInputError(f"mode={mode!r} needs vectors: {LEXICAL_ONLY}")
         vectors = None if mode == "sparse" else await self.encode(queries)
         params = (top_k, level, filters, mode, focus_documents, expand_neighbors)
         key = search_key(*params) if len(queries) == 1 and self.batcher.window_s > 0 else None
@@ -132,7 +139,7 @@ class ServedIndex:
                 mode: str, focus_documents: int, expand_neighbors: int) -> tuple[list[list[Hit]], int | None]:
         record = lambda stage, seconds: self.metrics.stage(stage, seconds, self.name)  # noqa: E731
         with self.handle.reading() as snapshot:
-            pinned = _Pinned(_TimedView(snapshot, record), self.encoder, snapshot.has_sparse)
+            pinned = _Pinned(_TimedView(snapshot, record), self.encoder, snapshot.has_sparse, snapshot.dense)
             retriever = Retriever(pinned, top_k=top_k, mode=mode, focus_documents=focus_documents if level == "chunk" else 0,
                                   expand_neighbors=expand_neighbors)
             if level == "document":
@@ -156,7 +163,7 @@ class ServedIndex:
         reading = self.handle.reading()
         snapshot = reading.__enter__()
         try:
-            pinned = _Pinned(_TimedView(snapshot, record), self.encoder, snapshot.has_sparse)
+            pinned = _Pinned(_TimedView(snapshot, record), self.encoder, snapshot.has_sparse, snapshot.dense)
             retriever = Retriever(pinned, top_k=top_k)
             result = await run_in_threadpool(answer, retriever, question, top_k=top_k, filters=filters, stream=stream)
         except BaseException:

@@ -32,10 +32,11 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import InvalidInputError
+from .dictionary import jieba_tokenizer
 
 logger = logging.getLogger(__name__)
 
-CHINESE_MODES = ("search", "precise", "chars")
+CHINESE_MODES = ("search", "precise", "chars", "chars+search")
 
 # Han (BMP blocks, compatibility ideographs, extensions B–G) and Japanese kana; Hangul is left to the word
 # rule (Korean puts spaces between words).
@@ -96,22 +97,15 @@ def normalize(text: str, *, simplified: bool = True) -> str:
     return to_simplified(text) if simplified else text
 
 
-@lru_cache(maxsize=1)
-def _jieba() -> Any:
-    import jieba
-
-    # jieba logs its dictionary loading at DEBUG through its own stderr handler; keep it to warnings.
-    jieba.setLogLevel(logging.WARNING)
-    jieba.initialize()
-    return jieba
-
-
-def segment_chinese(run: str, mode: str = "search") -> list[str]:
-    """Words of a run of Chinese characters: jieba search mode, jieba precise mode, or chars (1- and 2-grams)."""
+def segment_chinese(run: str, mode: str = "search", user_dictionary: str | None = None) -> list[str]:
+    """Words of a run of Chinese characters: jieba search mode, jieba precise mode, chars (1- and 2-grams), or
+    chars+search (both: the character n-grams, then jieba's search-mode words). jieba also knows the words of
+    ``user_dictionary`` (a jieba dictionary file, see ``dictionary.py``)."""
+    chars = list(run) + [run[i : i + 2] for i in range(len(run) - 1)] if mode in ("chars", "chars+search") else []
     if mode == "chars":
-        return list(run) + [run[i : i + 2] for i in range(len(run) - 1)]
-    jieba = _jieba()
-    return jieba.lcut_for_search(run) if mode == "search" else jieba.lcut(run)
+        return chars
+    jieba = jieba_tokenizer(user_dictionary)
+    return chars + (jieba.lcut(run) if mode == "precise" else jieba.lcut_for_search(run))
 
 
 @lru_cache(maxsize=None)
@@ -144,6 +138,7 @@ class Analyzer:
         chinese_stopwords: bool = True,
         chinese: str = "chars",
         simplified: bool = True,
+        user_dictionary: str | None = None,
     ) -> None:
         if chinese not in CHINESE_MODES:
             raise InvalidInputError(f"chinese={chinese!r} is not one of {', '.join(CHINESE_MODES)}")
@@ -151,6 +146,7 @@ class Analyzer:
         self.stemming = stemming
         self.chinese = chinese
         self.simplified = simplified
+        self.user_dictionary = user_dictionary
         self.stopwords = _stopwords(self.algorithm, chinese_stopwords) if stopwords else frozenset()
         self._local = threading.local()  # PyStemmer objects are not thread-safe: one per thread
 
@@ -174,7 +170,7 @@ class Analyzer:
             if not part:
                 continue
             if i % 2:
-                terms.extend(w for w in segment_chinese(part, self.chinese) if w not in stop)
+                terms.extend(w for w in segment_chinese(part, self.chinese, self.user_dictionary) if w not in stop)
             else:
                 terms.extend(self._stem([w for w in _WORD.findall(part) if w not in stop]))
         return terms

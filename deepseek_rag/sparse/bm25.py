@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 from ..config import Config
 from ..errors import IndexFormatError, InvalidInputError
 from .analysis import CHINESE_MODES, Analyzer, stemmer_language
+from .dictionary import dictionary_checksum
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +52,15 @@ class SparseConfig(Config):
     chinese_stopwords: bool = field(default=True, metadata={"help": "Also drop bm25s's 841 Chinese stop words."})
     chinese: str = field(
         default="chars",
-        metadata={"help": "Chinese terms: chars (unigrams + bigrams), search (jieba search mode), precise (jieba)."},
+        metadata={"help": "Chinese terms: chars (unigrams + bigrams), search (jieba search mode), precise (jieba), "
+                          "chars+search (both the character n-grams and jieba's search-mode words)."},
     )
     simplified: bool = field(default=True, metadata={"help": "Map traditional Chinese characters to simplified."})
+    user_dictionary: str | None = field(
+        default=None,
+        metadata={"help": "A jieba user dictionary file (one word a line: medical or legal terms) for the jieba "
+                          "modes; the index records its checksum, so queries must find the same words."},
+    )
 
     def __post_init__(self) -> None:
         if self.method not in BM25_METHODS:
@@ -65,16 +72,26 @@ class SparseConfig(Config):
             raise InvalidInputError(f"SparseConfig.k1={self.k1!r} must be a finite number >= 0")
         if isinstance(self.b, bool) or not isinstance(self.b, (int, float)) or not 0 <= self.b <= 1:
             raise InvalidInputError(f"SparseConfig.b={self.b!r} must be between 0 and 1")
+        if self.user_dictionary is not None:
+            if not isinstance(self.user_dictionary, str) or not self.user_dictionary.strip():
+                raise InvalidInputError(f"SparseConfig.user_dictionary={self.user_dictionary!r} must be a file path")
+            if self.chinese == "chars":
+                raise InvalidInputError("SparseConfig.user_dictionary is read by jieba, and chinese='chars' does not "
+                                        "use jieba; choose chinese='chars+search', 'search' or 'precise'")
 
     def analysis_key(self) -> dict[str, Any]:
-        """The fields that decide a chunk's terms (postings written with others must be rebuilt)."""
-        return {k: getattr(self, k) for k in ("headers", "stemming", "stopwords", "chinese_stopwords", "chinese", "simplified")}
+        """The fields that decide a chunk's terms (postings written with others must be rebuilt); a user dictionary
+        by the checksum of its words, wherever the file lies."""
+        key = {k: getattr(self, k) for k in ("headers", "stemming", "stopwords", "chinese_stopwords", "chinese", "simplified")}
+        if self.user_dictionary is not None:
+            key["user_dictionary"] = dictionary_checksum(self.user_dictionary)
+        return key
 
     def analyzer(self, language: str | None) -> Analyzer:
         """The analyzer for text in ``language`` under this config."""
         return Analyzer(
             language, stemming=self.stemming, stopwords=self.stopwords, chinese_stopwords=self.chinese_stopwords,
-            chinese=self.chinese, simplified=self.simplified,
+            chinese=self.chinese, simplified=self.simplified, user_dictionary=self.user_dictionary,
         )
 
 
@@ -269,18 +286,29 @@ class SparseIndex:
             return math.log(n / df)
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
+    def query_weights(self, query: str) -> dict[str, float]:
+        """A query's terms with their weights: how often each occurs in the analysed query."""
+        weights: dict[str, float] = {}
+        for term in self.analyze_query(query):
+            weights[term] = weights.get(term, 0.0) + 1.0
+        return weights
+
     def search(
-        self, queries: Sequence[str], k: int, *, allowed_ids: np.ndarray | None = None
+        self, queries: Sequence[str | Mapping[str, float]], k: int, *, allowed_ids: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """BM25 scores and chunk ids, both (n, k), best first (ties by chunk id); chunks sharing no term with a
-        query are left out (score -inf, id -1). ``allowed_ids`` (ascending) restricts the chunks scored."""
+        query are left out (score -inf, id -1). ``allowed_ids`` (ascending) restricts the chunks scored.
+
+        A query is text, or already weighted terms (``{term: weight}``, as :meth:`query_weights` gives and
+        pseudo-relevance feedback expands): each term's BM25 contribution is multiplied by its weight."""
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         if not self.chunks:
             return scores, ids
         allowed_masks = [self._allowed_mask(p, allowed_ids) for p in self.parts] if allowed_ids is not None else None
         for row, query in enumerate(queries):
-            found_scores, found_ids = self._score(self.analyze_query(query), allowed_masks)
+            weighted = self.query_weights(query) if isinstance(query, str) else query
+            found_scores, found_ids = self._score(weighted, allowed_masks)
             if not len(found_ids):
                 continue
             if len(found_ids) > k:
@@ -302,14 +330,11 @@ class SparseIndex:
         mask[positions[chunk_ids[positions] == allowed]] = True
         return mask
 
-    def _score(self, terms: list[str], allowed_masks: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-        counts: dict[str, int] = {}
-        for term in terms:
-            counts[term] = counts.get(term, 0) + 1
-        unique = list(counts)
+    def _score(self, weighted: Mapping[str, float], allowed_masks: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        unique = [term for term, weight in weighted.items() if weight > 0]
         if not unique:
             return np.empty(0), np.empty(0, dtype=np.int64)
-        repeats = np.fromiter(counts.values(), dtype=np.float64, count=len(unique))
+        repeats = np.fromiter((weighted[t] for t in unique), dtype=np.float64, count=len(unique))
         k1, b, avg = float(self.config.k1), float(self.config.b), self.mean_length or 1.0
         # Gather every query term's postings in a part at once (live chunks only); df sums over the parts.
         gathered: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []

@@ -63,6 +63,7 @@ def open_record(
 ) -> Snapshot:
     """The snapshot a version record describes."""
     reuse = reuse or {}
+    dense = record_is_dense(record)
     states = []
     opened: list[Segment] = []
     try:
@@ -72,7 +73,7 @@ def open_record(
             segment = reuse.get(name)
             if segment is None:
                 _check_files(path, entry.get("files") or {})
-                segment = Segment.open(path, name, sparse)
+                segment = Segment.open(path, name, sparse, dense=dense)
                 opened.append(segment)
             deleted = read_deletes(path, entry.get("deletes"))
             states.append(SegmentState(segment, deleted, int(entry.get("deleted_documents", 0)), entry.get("deletes")))
@@ -90,14 +91,20 @@ def open_record(
             segment.close()
         raise
     for state in states:
-        if state.segment.vectors.dim != dim:
+        if state.segment.vectors is not None and state.segment.vectors.dim != dim:
             raise IndexFormatError(
                 f"{state.segment.path} holds {state.segment.vectors.dim}-d vectors but the encoder makes {dim}-d ones"
             )
     return Snapshot(
         states, dim=dim, template=template, sparse=sparse, version=int(record["version"]),
         next_chunk_id=int(record["next_chunk_id"]), next_segment=int(record.get("next_segment", 1)), trained_file=trained,
+        dense=dense,
     )
+
+
+def record_is_dense(record: Mapping[str, Any]) -> bool:
+    """Whether a version has a vector side (``IndexSettings.dense`` is recorded as "off" for a lexical-only one)."""
+    return (record.get("settings") or {}).get("dense", "on") != "off"
 
 
 def _check_files(path: Path, files: Mapping[str, int]) -> None:
@@ -162,7 +169,8 @@ def publish_snapshot(
             states.append(SegmentState(segment))
         trained = snapshot.trained_file
         template = snapshot.template
-        if trained is None and template.is_trained and not FaissVectorStore(template.dim, template.spec).is_trained:
+        if (snapshot.dense and trained is None and template.is_trained
+                and not FaissVectorStore(template.dim, template.spec).is_trained):
             trained = f"t{version:06d}.faiss"
             (folder / TRAINED_DIR).mkdir(exist_ok=True)
             template.save(folder / TRAINED_DIR / trained)
@@ -171,8 +179,8 @@ def publish_snapshot(
         documents, chunks = result.counts()
         record = new_record(
             version, current or None, encoder=encoder, settings=settings,
-            vectors={"backend": "faiss", "spec": template.spec, "dim": template.dim, "trained": trained,
-                     "params": {"nprobe": template._nprobe}},
+            vectors=({"backend": "faiss", "spec": template.spec, "dim": template.dim, "trained": trained,
+                      "params": {"nprobe": template._nprobe}} if snapshot.dense else {"backend": None}),
             segments=[_segment_entry(s) for s in states], next_chunk_id=snapshot.next_chunk_id,
             next_segment=next_segment, counts={"documents": documents, "chunks": chunks, "vectors": result.vector_count()},
         )

@@ -11,19 +11,22 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ..ingest.preparation import with_header
 from ..sparse.analysis import stemmer_language
 from ..sparse.bm25 import Postings, SparseConfig
 from ..vectors.faiss_store import FaissVectorStore
 from .chunk_store import ChunkStore
 from .segment import Segment
-from .snapshot import SegmentState, Snapshot
+from .snapshot import LEXICAL_ONLY, SegmentState, Snapshot
 
 
 def live_vectors(snapshot: Snapshot) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of every live chunk, ids ascending within each segment."""
     ids_parts, vector_parts = [], []
     for state in snapshot.states:
+        if state.segment.vectors is None:
+            continue
         ids = state.segment.vectors.ids
         if len(state.deleted):
             ids = np.setdiff1d(ids, state.deleted, assume_unique=True)
@@ -37,6 +40,8 @@ def live_vectors(snapshot: Snapshot) -> tuple[np.ndarray, np.ndarray]:
 
 def with_vector_spec(snapshot: Snapshot, spec: str, nprobe: int | None = None) -> Snapshot:
     """``snapshot`` with its live vectors re-indexed under ``spec`` (trained on all of them), one segment."""
+    if not snapshot.dense:
+        raise InvalidInputError(LEXICAL_ONLY)
     ids, vectors = live_vectors(snapshot)
     template = FaissVectorStore(snapshot.dim, spec)
     if len(vectors):
@@ -79,3 +84,29 @@ def analyse_store(store: ChunkStore, config: SparseConfig) -> Postings:
             terms.append(analyzer(with_header(chunk.text, str(title) if title else None, chunk.section, config.headers)))
     order = np.argsort(ids, kind="stable")
     return Postings.from_terms([ids[i] for i in order], [terms[i] for i in order], list(algorithms))
+
+
+def with_dense(snapshot: Snapshot, encode, spec: str, dim: int, *, embedding_text, progress: bool | None = None) -> Snapshot:
+    """A lexical-only ``snapshot`` given its vector side: every live chunk embedded with ``encode(texts, progress)``
+    (the text ``embedding_text(chunk)`` names), indexed under ``spec`` (trained on all of them). The segments come
+    back in memory (unpublished), so the next publish writes them as new segments, vectors included."""
+    chunks = [chunk for batch in snapshot.iter_chunks() for chunk in batch]
+    ids = np.asarray([c.id for c in chunks], dtype=np.int64)
+    vectors = encode([embedding_text(c) for c in chunks], progress) if chunks else np.zeros((0, dim), dtype=np.float32)
+    template = FaissVectorStore(dim, spec)
+    if len(vectors):
+        template.train(vectors)
+    states = []
+    for state in snapshot.states:
+        live = state.segment.chunk_ids
+        if len(state.deleted):
+            live = np.setdiff1d(live, state.deleted, assume_unique=True)
+        if not len(live):
+            continue  # nothing alive: the segment leaves the next version
+        mine = np.isin(ids, live)
+        store_vectors = template.empty_like()
+        store_vectors.add(ids[mine], vectors[mine])
+        # the deleted chunks get no vectors: the store and postings keep them, and the publish rewrites without them
+        segment = Segment(state.segment.name, state.segment.store, store_vectors, state.segment.postings)
+        states.append(SegmentState(segment, state.deleted, state.deleted_documents))
+    return snapshot.derive(states, template=template, dim=dim, dense=True, trained_file=None)

@@ -21,6 +21,7 @@ import numpy as np
 from ..documents import Chunk, Document
 from ..sparse.bm25 import Postings, SparseConfig
 from ..vectors.faiss_store import FaissVectorStore
+from ..errors import InvalidInputError
 from .chunk_store import ChunkStore
 from .layout import fsync_path
 
@@ -35,14 +36,15 @@ class Segment:
     """Chunks + vectors + postings under one name; ``path`` is None until the segment is written."""
 
     def __init__(
-        self, name: str, store: ChunkStore, vectors: FaissVectorStore, postings: Postings | None, path: Path | None = None
+        self, name: str, store: ChunkStore, vectors: FaissVectorStore | None, postings: Postings | None,
+        path: Path | None = None,
     ) -> None:
         self.name = name
         self.store = store
-        self.vectors = vectors
+        self.vectors = vectors  # None in a lexical-only index (IndexSettings.dense="off")
         self.postings = postings
         self.path = path
-        self.chunk_ids = vectors.ids if len(vectors) else store.chunk_ids()
+        self.chunk_ids = vectors.ids if vectors is not None and len(vectors) else store.chunk_ids()
         self.documents, self.chunks = store.counts()
 
     def __repr__(self) -> str:
@@ -55,19 +57,21 @@ class Segment:
         cls,
         name: str,
         rows: Sequence[tuple[Document, list[Chunk], Sequence[int]]],
-        vectors: np.ndarray,
+        vectors: np.ndarray | None,
         template: FaissVectorStore,
         term_lists: Sequence[list[str]] | None,
         algorithms: Sequence[str],
     ) -> Segment:
         """An in-memory segment of ``rows`` (document, its chunks, their ids): every part built before any
-        is shared, so a failure leaves nothing behind."""
+        is shared, so a failure leaves nothing behind. ``vectors`` None: a lexical-only segment."""
         ids = np.asarray([i for _, _, chunk_ids in rows for i in chunk_ids], dtype=np.int64)
         store = ChunkStore()
         try:
             store.add_documents(rows)
-            store_vectors = template.empty_like()
-            store_vectors.add(ids, vectors)
+            store_vectors = None
+            if vectors is not None:
+                store_vectors = template.empty_like()
+                store_vectors.add(ids, vectors)
             postings = Postings.from_terms(ids, term_lists, algorithms) if term_lists is not None else None
         except BaseException:
             store.close()
@@ -92,7 +96,11 @@ class Segment:
         try:
             for segment, excluded in parts:
                 store.copy_from(segment.store, excluded)
-            vectors = FaissVectorStore.merged(template, [(s.vectors, excluded) for s, excluded in parts])
+            vectors = None
+            if any(s.vectors is not None for s, _ in parts):
+                if not all(s.vectors is not None for s, _ in parts):
+                    raise InvalidInputError("cannot merge segments with vectors and lexical-only ones")
+                vectors = FaissVectorStore.merged(template, [(s.vectors, excluded) for s, excluded in parts])
             postings = None
             if sparse is not None and all(s.postings is not None for s, _ in parts):
                 postings = Postings.merge([
@@ -108,7 +116,7 @@ class Segment:
             return cls(name, store, vectors, postings)
         store.finish(list(index_keys))
         _write_parts(folder, vectors, postings, sparse)
-        return cls.open(folder, name, sparse)
+        return cls.open(folder, name, sparse, dense=vectors is not None)
 
     def write(self, folder: Path, sparse: SparseConfig | None, index_keys: Sequence[str] = ()) -> Segment:
         """Write this in-memory segment into the new folder ``folder`` (fsynced) and return it opened from there;
@@ -120,15 +128,18 @@ class Segment:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return Segment.open(folder, self.name, sparse)
+        return Segment.open(folder, self.name, sparse, dense=self.vectors is not None)
 
     # ---------------------------------------------------------------------------------- reading
     @classmethod
-    def open(cls, folder: Path, name: str, sparse: SparseConfig | None, *, mmap: bool = True) -> Segment:
-        """Open a written segment read-only (IVF lists and postings memory-mapped)."""
+    def open(cls, folder: Path, name: str, sparse: SparseConfig | None, *, mmap: bool = True, dense: bool = True) -> Segment:
+        """Open a written segment read-only (IVF lists and postings memory-mapped); ``dense=False``: one of a
+        lexical-only index, which has no vectors file."""
         store = ChunkStore.open(folder / STORE_FILE)
         try:
-            vectors = FaissVectorStore.open(folder / VECTORS_FILE, mmap=mmap)
+            vectors = None
+            if dense:
+                vectors = FaissVectorStore.open(folder / VECTORS_FILE, mmap=mmap)
             postings = None
             if sparse is not None and (folder / POSTINGS_DIR).is_dir():
                 postings = Postings.open(folder / POSTINGS_DIR, sparse)
@@ -148,8 +159,10 @@ class Segment:
         self.store.close()
 
 
-def _write_parts(folder: Path, vectors: FaissVectorStore, postings: Postings | None, sparse: SparseConfig | None) -> None:
-    vectors.save(folder / VECTORS_FILE)
+def _write_parts(folder: Path, vectors: FaissVectorStore | None, postings: Postings | None,
+                 sparse: SparseConfig | None) -> None:
+    if vectors is not None:
+        vectors.save(folder / VECTORS_FILE)
     if postings is not None and sparse is not None:
         postings.save(folder / POSTINGS_DIR, sparse)
         for path in (folder / POSTINGS_DIR).iterdir():

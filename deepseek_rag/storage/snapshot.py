@@ -30,6 +30,11 @@ from .filtering import FilterPlanner
 from .segment import Segment
 
 _EMPTY = np.empty(0, dtype=np.int64)
+LEXICAL_ONLY = (
+    "this index is lexical-only (built with --dense off, or --dense auto found text its encoder cannot read): it "
+    "has no vectors; search it with mode='sparse' (--mode sparse), or give it a dense side with "
+    "`deepseek-rag densify DIR --model MODEL`"
+)
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,10 @@ class Snapshot:
         next_chunk_id: int = 1,
         next_segment: int = 1,
         trained_file: str | None = None,
+        dense: bool = True,
     ) -> None:
         self.states = tuple(states)
+        self.dense = dense  # False: a lexical-only index (no vectors, searched in sparse mode)
         self.trained_file = trained_file
         self.dim = dim
         self.template = template
@@ -90,7 +97,7 @@ class Snapshot:
         """A new snapshot with other states (and fields); this one is left as it is."""
         fields = {"dim": self.dim, "template": self.template, "sparse": self.sparse_config, "version": self.version,
                   "next_chunk_id": self.next_chunk_id, "next_segment": self.next_segment,
-                  "trained_file": self.trained_file, **changes}
+                  "trained_file": self.trained_file, "dense": self.dense, **changes}
         return Snapshot(states, **fields)
 
     # ------------------------------------------------------------------------------------ counts
@@ -99,7 +106,7 @@ class Snapshot:
         return (sum(s.live_documents for s in self.states), sum(s.live_chunks for s in self.states))
 
     def vector_count(self) -> int:
-        return sum(len(s.segment.vectors) - len(s.deleted) for s in self.states)
+        return sum(len(s.segment.vectors) - len(s.deleted) for s in self.states if s.segment.vectors is not None)
 
     @property
     def spec(self) -> str:
@@ -107,7 +114,7 @@ class Snapshot:
 
     def nbytes(self) -> int:
         """Bytes of the vector files (or of the serialised in-memory indexes)."""
-        return sum(s.segment.vectors.nbytes() for s in self.states)
+        return sum(s.segment.vectors.nbytes() for s in self.states if s.segment.vectors is not None)
 
     # ------------------------------------------------------------------------------------ documents
     def locate(self, doc_id: str) -> tuple[int, list[int]] | None:
@@ -210,6 +217,8 @@ class Snapshot:
         """Vector search over every segment, live chunks only, (+ metadata filter) → (scores, ids), (n, k).
 
         A filter is applied before or after the search by its selectivity (``filtering.py``)."""
+        if not self.dense:
+            raise InvalidInputError(LEXICAL_ONLY)
         queries = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
         knobs = dict(params or {})
         if nprobe is not None:
@@ -223,7 +232,7 @@ class Snapshot:
     def _vector_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, knobs: dict) -> tuple[np.ndarray, np.ndarray]:
         results = []
         for state, deletions in zip(self.states, self._deletions):
-            if not len(state.segment.vectors):
+            if state.segment.vectors is None or not len(state.segment.vectors):
                 continue
             if allowed is None:
                 id_filter = deletions

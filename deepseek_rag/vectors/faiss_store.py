@@ -52,6 +52,13 @@ from .specs import (
 
 logger = logging.getLogger(__name__)
 
+EXACT_FILTER_LIMIT = 4096
+"""A filtered search allowing at most this many ids scores each of them exactly (their stored vectors fetched by
+id) instead of searching the index: an IVF search would visit only the probed lists, and miss most of a narrow
+filter's documents. Wider filters search IVF with nprobe raised in proportion, as many allowed candidates as
+an unfiltered search sees."""
+
+
 class FaissVectorStore:
     """A FAISS index built from one factory string; vectors carry int64 ids chosen by the caller.
 
@@ -256,6 +263,9 @@ class FaissVectorStore:
         if len(q) == 0 or available <= 0:
             return scores, ids
         fetch = min(available, k if rescore_vectors is None else k * rescore_factor)
+        if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT and rescore_vectors is None:
+            if self._exact_search(q, k, allowed, scores, ids):
+                return scores, ids
         keep_alive: list[Any] = []  # faiss selectors hold raw pointers: keep their Python objects alive
         selector = None
         if allowed is not None:
@@ -270,7 +280,10 @@ class FaissVectorStore:
             selector = cached[0]
         ivf = self._ivf
         if ivf is not None:
-            search_args = faiss.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, probe or self.nprobe))
+            lists = probe or self.nprobe
+            if allowed is not None:  # probe as many more lists as the filter is narrow: as many allowed candidates
+                lists = int(np.ceil(lists * self.ntotal / max(1, len(allowed))))
+            search_args = faiss.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, lists))
         elif knobs.get("efSearch") is not None and hasattr(faiss, "SearchParametersHNSW"):
             search_args = faiss.SearchParametersHNSW(sel=selector, efSearch=positive_int(knobs["efSearch"], "efSearch"))
         else:
@@ -288,6 +301,26 @@ class FaissVectorStore:
         scores[:, :m] = found_scores[:, :m]
         ids[:, :m] = found_ids[:, :m]
         return scores, ids
+
+    def _exact_search(self, q: np.ndarray, k: int, allowed: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> bool:
+        """Fill ``scores``/``ids`` with the top-``k`` among ``allowed`` (ids present here) by the inner product with
+        their stored vectors: every allowed vector is scored, where an IVF search would visit only the probed
+        lists. False (nothing filled) when this index cannot return its stored vectors (fast-scan codes)."""
+        ivf = self._ivf
+        if self._index is None or (ivf is not None and uses_block_lists(ivf)):
+            return False
+        try:
+            vectors = np.asarray(self._index.reconstruct_batch(allowed), dtype=np.float32).reshape(len(allowed), self._dim)
+        except RuntimeError:  # an index type without reconstruction: search it instead
+            return False
+        exact = q @ vectors.T
+        m = min(k, len(allowed))
+        top = np.argpartition(-exact, m - 1, axis=1)[:, :m] if m < len(allowed) else np.tile(np.arange(m), (len(q), 1))
+        top_scores = np.take_along_axis(exact, top, 1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        scores[:, :m] = np.take_along_axis(top_scores, order, 1)
+        ids[:, :m] = allowed[np.take_along_axis(top, order, 1)]
+        return True
 
     def fetch(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (decoded codes for compressed indexes), in the order given."""

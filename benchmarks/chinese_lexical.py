@@ -1,0 +1,185 @@
+"""Chinese lexical ranking on a BEIR folder: every BM25 variant in one table, and lexical-only vs dense+sparse builds.
+
+    python benchmarks/chinese_lexical.py ../shared/datasets/cmd_im_sample --out bench-out/chinese-lexical \\
+        --user-dictionary benchmarks/data/medical_terms_zh.txt
+
+One lexical-only index is built (``dense="off"``: chunks and BM25, no vectors); every variant re-analyses its
+stored chunks (``DocumentIndex.with_sparse``), so rows differ only in the analysis, the BM25 parameters or the
+query expansion. Documents are ranked in sparse mode at document level, as ``deepseek-rag eval --mode sparse``
+ranks them. Variants are chosen on the dev split and reported on dev and test: the Chinese analysers (character
+unigrams + bigrams, jieba search and precise modes, both together), BM25 k1/b per analyser, a jieba user
+dictionary, and RM3 pseudo-relevance feedback (the query's terms, normalised, interpolated with the most likely
+terms of the top feedback chunks, as Anserini's RM3 does). The build timing builds the same corpus twice in one
+run — lexical-only, then dense + sparse with the bundled encoder — and saves each. Prints the table and writes
+``chinese_lexical.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from deepseek_rag import DocumentIndex, DualEncoder, SparseConfig
+from deepseek_rag.evaluation import load_beir_split, score_run
+from deepseek_rag.ingest.loaders import load_beir_corpus
+
+DEPTH = 100  # documents ranked per query, as `deepseek-rag eval` does
+SPLITS = ("dev", "test")
+
+
+def build_times(data: str, out: Path, encoder: DualEncoder) -> dict:
+    """Seconds to build and save a lexical-only index and a dense + sparse one of the same corpus, one after the other."""
+    documents = load_beir_corpus(data)
+    rows = {}
+    for label, dense in (("lexical-only (--dense off)", "off"), ("dense + sparse (default)", "on")):
+        folder = out / f"build-{dense}"
+        shutil.rmtree(folder, ignore_errors=True)
+        started = time.perf_counter()
+        index = DocumentIndex.build(documents, encoder, dense=dense, progress=False)
+        index.save(folder)
+        seconds = time.perf_counter() - started
+        rows[label] = {"seconds": round(seconds, 1), "documents": len(index), "chunks": index.store.counts()[1],
+                       "bytes_on_disk": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())}
+        index.close()
+        print(f"  built {label}: {seconds:.1f}s", flush=True)
+    lexical, dense = rows.values()
+    return {"rows": rows, "dense_over_lexical": round(dense["seconds"] / lexical["seconds"], 1)}
+
+
+def rankings(index: DocumentIndex, texts: list[str]) -> list[list[tuple[str, float]]]:
+    docs = index.as_retriever(mode="sparse").retrieve_documents_batch(texts, DEPTH)
+    return [[(d.doc_id, d.score) for d in hits] for hits in docs]
+
+
+def rm3_rankings(index: DocumentIndex, texts: list[str], feedback_docs: int, feedback_terms: int,
+                 original_weight: float) -> list[list[tuple[str, float]]]:
+    """RM3: BM25 with the query's normalised term weights interpolated with the relevance model of the top
+    ``feedback_docs`` chunks (term frequency / chunk length, weighted by the chunk's score), pruned to
+    ``feedback_terms`` terms; documents scored by their best chunk, as the retriever does."""
+    snapshot = index.snapshot()
+    sparse = snapshot.sparse
+    out = []
+    for text in texts:
+        query = sparse.query_weights(text)
+        scores, ids = snapshot.search_sparse([query], feedback_docs)
+        chunks = snapshot.get_chunks([int(i) for i in ids[0] if i >= 0])
+        relevance: dict[str, float] = defaultdict(float)
+        for score, chunk_id in zip(scores[0], ids[0]):
+            if chunk_id < 0:
+                continue
+            terms = sparse.analyze_query(index.sparse_text(chunks[int(chunk_id)], chunks[int(chunk_id)].metadata.get("title")))
+            for term in terms:
+                relevance[term] += float(score) / len(terms)
+        top = sorted(relevance.items(), key=lambda item: -item[1])[:feedback_terms]
+        expanded = {term: original_weight * w / sum(query.values()) for term, w in query.items()}
+        total = sum(w for _, w in top) or 1.0
+        for term, w in top:
+            expanded[term] = expanded.get(term, 0.0) + (1 - original_weight) * w / total
+        scores, ids = snapshot.search_sparse([expanded], DEPTH * 5)
+        chunks = snapshot.get_chunks([int(i) for i in ids[0] if i >= 0])
+        best: dict[str, float] = {}
+        for score, chunk_id in zip(scores[0], ids[0]):
+            if chunk_id >= 0 and int(chunk_id) in chunks:
+                best.setdefault(chunks[int(chunk_id)].doc_id, float(score))
+        out.append(list(best.items())[:DEPTH])
+    return out
+
+
+def ndcg(runs: list[list[tuple[str, float]]], qids: list[str], qrels) -> float:
+    return round(score_run({q: dict(r) for q, r in zip(qids, runs)}, qrels)["ndcg@10"], 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", help="BEIR folder with qrels/dev.tsv and qrels/test.tsv (cmd_im_sample)")
+    parser.add_argument("--out", default="bench-out/chinese-lexical", help="Where indexes and results are kept.")
+    parser.add_argument("--user-dictionary", default=None, help="jieba user dictionary to measure (one word a line).")
+    parser.add_argument("--skip-build-times", action="store_true", help="Leave out the lexical-only vs dense build timing.")
+    parser.add_argument("--build-times-only", action="store_true", help="Only the lexical-only vs dense build timing.")
+    parser.add_argument("--model", default=None, help="Encoder folder (default: the bundled MiniLM).")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = DualEncoder(model=args.model)
+    results: dict = {"machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start"}
+    if not args.skip_build_times:
+        print("build times (one run, side by side):", flush=True)
+        results["build"] = build_times(args.data, out, encoder)
+    if args.build_times_only:
+        print_build_times(results)
+        (out / "chinese_build_times.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+
+    lexical = out / "lexical-index"
+    if not (lexical / "CURRENT").exists():
+        DocumentIndex.build(load_beir_corpus(args.data), encoder, dense="off", progress=False).save(lexical, overwrite=True)
+    base = DocumentIndex.load(lexical, encoder, writable=False)
+    splits = {name: load_beir_split(args.data, name) for name in SPLITS}
+    queries = {name: (list(s.queries), [s.queries[q] for q in s.queries]) for name, s in splits.items()}
+
+    def measure(label: str, config: SparseConfig, rank=rankings) -> dict:
+        started = time.perf_counter()
+        variant = base.with_sparse(config)
+        row = {split: ndcg(rank(variant, queries[split][1]), queries[split][0], splits[split].qrels) for split in SPLITS}
+        row["seconds"] = round(time.perf_counter() - started, 1)
+        rows[label] = row
+        print(f"  {label:58} dev {row['dev']:.4f}  test {row['test']:.4f}  ({row['seconds']}s)", flush=True)
+        return row
+
+    rows: dict[str, dict] = {}
+    print("variants (nDCG@10):", flush=True)
+    measure("chars, no zh stop words (plain character baseline)", SparseConfig(chinese_stopwords=False))
+    measure("chars: unigrams + bigrams, zh stop words (default)", SparseConfig())
+    measure("jieba search mode", SparseConfig(chinese="search"))
+    measure("jieba precise mode", SparseConfig(chinese="precise"))
+    measure("chars+search: bigrams and jieba search words together", SparseConfig(chinese="chars+search"))
+    best_params = {}
+    defaults = {"chars": "chars: unigrams + bigrams, zh stop words (default)",
+                "chars+search": "chars+search: bigrams and jieba search words together"}
+    for mode, default_label in defaults.items():
+        grid = {(1.5, 0.75): rows[default_label]}
+        for k1 in (0.9, 1.2, 2.0):
+            for b in (0.5, 0.75, 0.9):
+                grid[(k1, b)] = measure(f"{mode}, k1={k1} b={b}", SparseConfig(chinese=mode, k1=k1, b=b))
+        best_params[mode] = max(grid, key=lambda key: grid[key]["dev"])
+    results["best_bm25_by_dev"] = {mode: {"k1": k1, "b": b} for mode, (k1, b) in best_params.items()}
+    k1, b = best_params["chars+search"]
+    if args.user_dictionary:
+        for mode in ("search", "chars+search"):
+            measure(f"{mode} + user dictionary ({Path(args.user_dictionary).name})",
+                    SparseConfig(chinese=mode, user_dictionary=args.user_dictionary))
+        measure(f"chars+search + user dictionary, k1={k1} b={b}",
+                SparseConfig(chinese="chars+search", user_dictionary=args.user_dictionary, k1=k1, b=b))
+    for docs, terms, weight in ((10, 10, 0.5), (10, 30, 0.9), (3, 10, 0.95), (10, 30, 0.95)):
+        for mode in ("chars", "chars+search"):
+            measure(f"{mode} + RM3 ({docs} docs, {terms} terms, original weight {weight})", SparseConfig(chinese=mode),
+                    rank=lambda index, texts, d=docs, t=terms, w=weight: rm3_rankings(index, texts, d, t, w))
+    results["variants"] = rows
+    baseline = rows["chars, no zh stop words (plain character baseline)"]["test"]
+    chosen = max(rows, key=lambda label: rows[label]["dev"])
+    results["best_by_dev"] = {"variant": chosen, **rows[chosen], "test_over_plain_baseline": round(rows[chosen]["test"] / baseline, 3)}
+
+    (out / "chinese_lexical.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    print(f"\n{'variant':72} {'dev':>7} {'test':>7} {'test/plain':>10}")
+    for label, row in rows.items():
+        print(f"{label:72} {row['dev']:7.4f} {row['test']:7.4f} {row['test'] / baseline:10.3f}")
+    print(f"\nbest on dev: {chosen} — test nDCG@10 {rows[chosen]['test']:.4f} ({rows[chosen]['test'] / baseline:.3f}x "
+          f"the plain character baseline {baseline:.4f})")
+    print_build_times(results)
+    print(f"{results['machine']}; wrote {out / 'chinese_lexical.json'}")
+
+
+def print_build_times(results: dict) -> None:
+    if "build" in results:
+        for label, row in results["build"]["rows"].items():
+            print(f"build {label:30} {row['seconds']:8.1f}s  {row['chunks']} chunks  {row['bytes_on_disk'] / 1e6:.1f} MB")
+        print(f"dense + sparse / lexical-only build time: {results['build']['dense_over_lexical']}x")
+
+
+if __name__ == "__main__":
+    main()
