@@ -53,6 +53,9 @@ def test_query_info_add_delete(built, tmp_path):
     focused = runner.invoke(cli, ["query", str(built), "landlord repairs the roof", "--focus", "1", "--top-k", "5", "--json"])
     assert focused.exit_code == 0, focused.output
     assert {h["doc_id"] for h in json.loads(focused.output)["hits"]} == {"lease.md"}
+    auto = runner.invoke(cli, ["query", str(built), "landlord repairs the roof", "--focus", "auto", "--json"])
+    assert auto.exit_code == 0 and json.loads(auto.output) == json.loads(
+        runner.invoke(cli, ["query", str(built), "landlord repairs the roof", "--json"]).output)  # auto is the default
 
 
 @pytest.mark.parametrize(
@@ -64,6 +67,7 @@ def test_query_info_add_delete(built, tmp_path):
         (["index", "{missing}", "--out", "{tmp}/x"], "does not exist"),
         (["query", "{idx}", "{big}"], "characters"),
         (["query", "{idx}", "rent", "--focus", "-1"], "focus_documents=-1"),
+        (["query", "{idx}", "rent", "--focus", "often"], "focus_documents='often' must be 'auto'"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(built, tmp_path, args, message):
