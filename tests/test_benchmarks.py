@@ -166,3 +166,21 @@ def test_gpu_check_code_paths_run_on_a_cpu_with_a_tiny_model(tiny_model_dir, tmp
     measured = [r for r in rows if r["value"] is not None]
     assert all(r["value"] > 0 for r in measured) and any(r["section"] == "lora" for r in measured)
     assert "skipped: faiss-gpu" in printed  # a CPU run never has a GPU index
+
+
+def test_focus_rule_leaves_short_documents_ranked_as_before(beir_folder, tmp_path):
+    """No query names a document, and one abstract could not fill 10 chunks anyway: the plain ranking."""
+    out = tmp_path / "focus.json"
+    printed = run_script("focus_rule.py", str(beir_folder), "--json", str(out))
+    result = json.loads(out.read_text())
+    auto, off = result["results"]["auto (default)"], result["results"]["off (focus_documents=0)"]
+    assert result["rankings_differ"] == 0 and auto["ndcg@10"] == off["ndcg@10"] > 0.9
+    assert "title" not in auto["decisions"] and sum(auto["decisions"].values()) == 4
+    assert "queries whose chunk ranking differs: 0" in printed
+
+
+def test_cuad_split_rule_is_deterministic_and_holds_out_a_quarter():
+    cuad = load_benchmark("cuad_spans")
+    ids = [f"contract-{i}" for i in range(2000)]
+    share = sum(map(cuad.held_out, ids)) / len(ids)
+    assert 0.22 < share < 0.28 and [cuad.held_out(i) for i in ids] == [cuad.held_out(i) for i in ids]
