@@ -1,6 +1,7 @@
 """CUAD span-level retrieval (LegalBench-RAG style): ours vs LlamaIndex's own pipelines, one run.
 
     python benchmarks/cuad_spans.py ../shared/datasets/cuad --limit-docs 60 --json bench-out/cuad.json
+    python benchmarks/cuad_spans.py ../shared/datasets/cuad --split heldout --limit-docs 0   # unseen contracts
 
 A returned chunk *hits* when it overlaps an answer's character span in the right contract. For each
 pipeline and k in (1, 4, 8, 16): span Recall@k (share of queries with a hit in the top k), precision@k
@@ -10,19 +11,25 @@ inside an answer) and char_recall@k (share of the answer characters that some re
 Pipelines, all with the same all-MiniLM-L6-v2:
 
 * ``ours-{hybrid,dense,sparse}``: DocumentIndex defaults (token windows that fit the model, contextual
-  headers), Flat index, scored in each retrieval mode from one build; ``ours-hybrid-focus``: the same index
-  with ``focus_documents=1`` (contracts ranked first, then the chunks inside the best one);
+  headers, the focus rule ``focus_documents="auto"``), Flat index, scored in each retrieval mode from one
+  build; ``ours-hybrid-plain``: the same with the rule off (``focus_documents=0``); ``ours-hybrid-focus``:
+  always focused (``focus_documents=1``); ``ours-llamaindex-adapter``: the same index through
+  ``llama_index.retrievers.deepseek_rag.DeepSeekRAGRetriever`` with its defaults, as a query engine uses it;
+* ``ours-small``: precise passages — ``--chunk-tokens`` chunks matched (default 128), each hit returned as a
+  window of ``--window-tokens`` (0: the chunk as it is);
 * ``ours-no-headers-{...}``: the same without contextual headers (``--variants`` to choose);
 * ``llamaindex-default``: ``VectorStoreIndex.from_documents`` + ``HuggingFaceEmbedding`` (SentenceSplitter 1024/200);
 * ``llamaindex-256``: the same with ``SentenceSplitter(chunk_size=256, chunk_overlap=32)``.
 
 ``--limit-docs`` keeps the first N contracts that have queries (and those queries), so a 2-core CPU
-finishes in minutes; say so when quoting figures.
+finishes in minutes; say so when quoting figures. ``--split`` applies the split rule first (see
+:func:`held_out`): ``heldout`` keeps the contracts a CUAD fine-tune never trains on, ``train`` the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from collections import defaultdict
@@ -33,15 +40,26 @@ import numpy as np
 from deepseek_rag.evaluation import ndcg_at_k
 
 KS = (1, 4, 8, 16)
+HELD_OUT_SHARE = 0.25
+SPLITS = ("all", "train", "heldout")
 
 
-def load_cuad(folder: Path, limit_docs: int | None):
+def held_out(doc_id: str) -> bool:
+    """The CUAD split rule: a contract is held out when the first 8 bytes of sha256(its id), read as a
+    fraction of 2^64, fall below ``HELD_OUT_SHARE`` (124 of the 472 contracts with questions). Deterministic
+    and independent of file order, so a fine-tune and its evaluation agree on it without sharing state."""
+    return int.from_bytes(hashlib.sha256(doc_id.encode("utf-8")).digest()[:8], "big") / 2**64 < HELD_OUT_SHARE
+
+
+def load_cuad(folder: Path, limit_docs: int | None, split: str = "all"):
     corpus = {r["_id"]: r for r in map(json.loads, open(folder / "corpus.jsonl", encoding="utf-8"))}
     queries = {r["_id"]: r["text"] for r in map(json.loads, open(folder / "queries.jsonl", encoding="utf-8"))}
     spans: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
     for row in map(json.loads, open(folder / "qrels" / "test_spans.jsonl", encoding="utf-8")):
         spans[row["query-id"]].append((row["corpus-id"], row["start"], row["end"]))
     docs_in_order = list(dict.fromkeys(doc for q in spans for doc, _, _ in spans[q]))
+    if split != "all":
+        docs_in_order = [d for d in docs_in_order if held_out(d) == (split == "heldout")]
     keep = set(docs_in_order[:limit_docs] if limit_docs else docs_in_order)
     spans = {q: s for q, s in spans.items() if all(doc in keep for doc, _, _ in s)}
     return {d: corpus[d] for d in corpus if d in keep}, {q: queries[q] for q in spans}, spans
@@ -94,11 +112,14 @@ def _overlap(span: tuple[int, int], merged: list[tuple[int, int]]) -> int:
     return sum(max(0, min(span[1], e) - max(span[0], s)) for s, e in merged)
 
 
-def run_ours(corpus, queries, headers: bool, depth: int, modes: tuple[str, ...] = ("hybrid",), keep: Path | None = None):
+def run_ours(corpus, queries, headers: bool, depth: int, modes: tuple[str, ...] = ("hybrid",), keep: Path | None = None,
+             *, chunk_tokens: int | None = None, window_tokens: int | None = None, adapter: bool = False):
     """One build, scored in each retrieval mode: {mode: (results, chunk_spans, stats)}.
 
     With ``keep``, the index is saved there (with its build time) and reused by the next run with the same
-    contracts, so a long build is paid once while retrieval settings are compared.
+    contracts, so a long build is paid once while retrieval settings are compared. ``chunk_tokens``: chunk
+    size (None: the default); ``window_tokens``: return windows of that size around each matched chunk;
+    ``adapter``: also score the index through the LlamaIndex adapter's defaults (row ``"llamaindex-adapter"``).
     """
     from deepseek_rag import Document, DocumentIndex
 
@@ -109,7 +130,8 @@ def run_ours(corpus, queries, headers: bool, depth: int, modes: tuple[str, ...] 
     else:
         docs = [Document(d, r["text"], {"title": r["title"]}) for d, r in corpus.items()]
         started = time.perf_counter()
-        index = DocumentIndex.build(docs, index_spec="Flat", contextual_headers=headers)
+        chunking = {"chunking": {"max_tokens": chunk_tokens}} if chunk_tokens else {}
+        index = DocumentIndex.build(docs, index_spec="Flat", contextual_headers=headers, **chunking)
         build = time.perf_counter() - started
         if keep is not None:
             index.save(keep, overwrite=True)
@@ -121,15 +143,31 @@ def run_ours(corpus, queries, headers: bool, depth: int, modes: tuple[str, ...] 
         chunk_spans[c.doc_id].append((c.start, c.end))
     qids = list(queries)
     out = {}
+    stats = {"chunks": len(tokens), "max_chunk_tokens": max(tokens), "build_s": build}
     for mode in modes:
-        # "<mode>-focus": rank contracts first, then chunks inside the best one (Retriever focus_documents=1)
-        base, focus = mode.removesuffix("-focus"), mode.endswith("-focus")
-        retriever = index.as_retriever(mode=base, focus_documents=1 if focus else 0)
+        # "<mode>": the defaults (the focus rule); "<mode>-plain": rule off; "<mode>-focus": always focused
+        base, _, variant = mode.partition("-")
+        focus = {"": "auto", "plain": 0, "focus": 1}[variant]
+        retriever = index.as_retriever(mode=base, focus_documents=focus, window_tokens=window_tokens or None)
         started = time.perf_counter()
         ranked = retriever.retrieve_batch([queries[q] for q in qids], depth)
         search = time.perf_counter() - started
         results = {q: [(h.doc_id, h.start, h.end) for h in hits] for q, hits in zip(qids, ranked)}
-        out[mode] = (results, chunk_spans, {"chunks": len(tokens), "max_chunk_tokens": max(tokens), "build_s": build, "search_s": search})
+        extra = {}
+        if focus == "auto":
+            reasons = [d.reason or "plain" for d in retriever.focus_decisions([queries[q] for q in qids], depth)]
+            extra = {"focused_share": sum(r not in ("plain", "short") for r in reasons) / max(1, len(reasons))}
+        out[mode] = (results, chunk_spans, {**stats, "search_s": search, **extra})
+    if adapter:
+        from llama_index.retrievers.deepseek_rag import DeepSeekRAGRetriever
+
+        retriever = DeepSeekRAGRetriever(index, similarity_top_k=depth)  # every other setting: the adapter's default
+        started = time.perf_counter()
+        results = {}
+        for qid in qids:
+            nodes = retriever.retrieve(queries[qid])
+            results[qid] = [(n.node.ref_doc_id, n.node.start_char_idx, n.node.end_char_idx) for n in nodes]
+        out["llamaindex-adapter"] = (results, chunk_spans, {**stats, "search_s": time.perf_counter() - started})
     return out
 
 
@@ -174,8 +212,14 @@ def print_table(table: dict[str, dict[str, float]], columns: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="CUAD folder (BEIR layout with qrels/test_spans.jsonl)")
-    parser.add_argument("--limit-docs", type=int, default=60, help="Contracts to use (0 = all 510).")
-    parser.add_argument("--variants", default="ours,ours-no-headers,llamaindex-default,llamaindex-256")
+    parser.add_argument("--limit-docs", type=int, default=60, help="Contracts to use (0 = all 472 with questions).")
+    parser.add_argument("--split", choices=SPLITS, default="all",
+                        help="Contracts of the fine-tuning split to use: heldout (never trained on), train, or all.")
+    parser.add_argument("--variants", default="ours,ours-no-headers,llamaindex-default,llamaindex-256",
+                        help="Comma-separated: ours, ours-no-headers, ours-small, llamaindex-default, llamaindex-256.")
+    parser.add_argument("--chunk-tokens", type=int, default=128, help="Chunk size of the ours-small variant.")
+    parser.add_argument("--window-tokens", type=int, default=0,
+                        help="ours-small: return a window of this many tokens around each matched chunk (0: the chunk).")
     parser.add_argument("--keep-index", default=None,
                         help="Folder to save our indexes in (one per variant) and reuse when the contracts match.")
     parser.add_argument("--json", dest="json_out", default=None, help="Also write the results here.")
@@ -184,13 +228,18 @@ def main() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    corpus, queries, spans = load_cuad(Path(args.data), args.limit_docs or None)
-    print(f"CUAD: {len(corpus)} contracts, {len(queries)} queries, {sum(len(r['text']) for r in corpus.values()):,} chars")
+    corpus, queries, spans = load_cuad(Path(args.data), args.limit_docs or None, args.split)
+    print(f"CUAD ({args.split}): {len(corpus)} contracts, {len(queries)} queries, "
+          f"{sum(len(r['text']) for r in corpus.values()):,} chars")
     depth = max(KS)
-    modes = ("hybrid", "dense", "sparse", "hybrid-focus")
+    modes = ("hybrid", "hybrid-plain", "dense", "sparse", "hybrid-focus")
     kept = (lambda name: Path(args.keep_index) / name) if args.keep_index else (lambda name: None)
     runners = {
-        "ours": lambda: {f"ours-{m}": r for m, r in run_ours(corpus, queries, True, depth, modes, kept("ours")).items()},
+        "ours": lambda: {f"ours-{m}": r for m, r in
+                         run_ours(corpus, queries, True, depth, modes, kept("ours"), adapter=True).items()},
+        "ours-small": lambda: {f"ours-small-{m}": r for m, r in run_ours(
+            corpus, queries, True, depth, ("hybrid", "hybrid-plain"), kept(f"ours-small-{args.chunk_tokens}"),
+            chunk_tokens=args.chunk_tokens, window_tokens=args.window_tokens).items()},
         "ours-no-headers": lambda: {f"ours-no-headers-{m}": r for m, r in
                                     run_ours(corpus, queries, False, depth, modes, kept("ours-no-headers")).items()},
         "llamaindex-default": lambda: {"llamaindex-default": run_llamaindex(corpus, queries, None, depth)},
@@ -199,8 +248,14 @@ def main() -> None:
     table = {}
     for variant in args.variants.split(","):
         for name, (results, chunk_spans, stats) in runners[variant]().items():
-            table[name] = {**score(results, spans, chunk_spans), **stats}
-            print(f"  {name}: done ({stats['chunks']} chunks, build {stats['build_s']:.0f}s)", flush=True)
+            table[name] = row = {**score(results, spans, chunk_spans), **stats}
+            print(f"  {name}: R@8 {row['recall@8']:.3f} P@8 {row['precision@8']:.3f} char P@8 "
+                  f"{row['char_precision@8']:.4f} char R@8 {row['char_recall@8']:.3f} ({stats['chunks']} chunks, "
+                  f"build {stats['build_s']:.0f}s, search {stats['search_s']:.0f}s)", flush=True)
+            if args.json_out:  # written as rows come in, so a long run that is stopped keeps what it measured
+                Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.json_out).write_text(json.dumps(
+                    {"split": args.split, "contracts": len(corpus), "queries": len(queries), "results": table}, indent=2))
     columns = [f"recall@{k}" for k in KS] + [f"precision@{k}" for k in (1, 8)] + ["ceiling_precision@8", "chars@8", "doc_ndcg@10", "chunks", "max_chunk_tokens"]
     print_table(table, columns)
     print_table(table, [f"char_{m}@{k}" for m in ("precision", "recall") for k in KS])
@@ -208,14 +263,11 @@ def main() -> None:
         reference = table["llamaindex-default"]
         print(f"\ntruncated llamaindex-default chunks: {reference['truncated_share']:.0%}")
         for name, row in table.items():
-            if name.startswith("ours"):
+            if name.startswith(("ours", "llamaindex-adapter")):
                 print(f"  {name}: precision@8 {row['precision@8'] / max(1e-9, reference['precision@8']):.2f}x "
                       f"llamaindex-default's, char_precision@8 "
                       f"{row['char_precision@8'] / max(1e-9, reference['char_precision@8']):.2f}x, "
                       f"{row['chars@8'] / reference['chars@8']:.2f}x its characters")
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps({"contracts": len(corpus), "queries": len(queries), "results": table}, indent=2))
 
 
 if __name__ == "__main__":

@@ -223,3 +223,21 @@ def test_chinese_lexical_reports_every_variant_and_both_build_times(tiny_model_d
     rows = result["build"]["rows"]
     assert rows["lexical-only (--dense off)"]["documents"] == rows["dense + sparse (default)"]["documents"] == 5
     assert "dense + sparse / lexical-only build time" in printed
+
+
+def test_focus_rule_leaves_short_documents_ranked_as_before(beir_folder, tmp_path):
+    """No query names a document, and one abstract could not fill 10 chunks anyway: the plain ranking."""
+    out = tmp_path / "focus.json"
+    printed = run_script("focus_rule.py", str(beir_folder), "--json", str(out))
+    result = json.loads(out.read_text())
+    auto, off = result["results"]["auto (default)"], result["results"]["off (focus_documents=0)"]
+    assert result["rankings_differ"] == 0 and auto["ndcg@10"] == off["ndcg@10"] > 0.9
+    assert "title" not in auto["decisions"] and sum(auto["decisions"].values()) == 4
+    assert "queries whose chunk ranking differs: 0" in printed
+
+
+def test_cuad_split_rule_is_deterministic_and_holds_out_a_quarter():
+    cuad = load_benchmark("cuad_spans")
+    ids = [f"contract-{i}" for i in range(2000)]
+    share = sum(map(cuad.held_out, ids)) / len(ids)
+    assert 0.22 < share < 0.28 and [cuad.held_out(i) for i in ids] == [cuad.held_out(i) for i in ids]

@@ -53,6 +53,9 @@ def test_query_info_add_delete(built, tmp_path):
     focused = runner.invoke(cli, ["query", str(built), "landlord repairs the roof", "--focus", "1", "--top-k", "5", "--json"])
     assert focused.exit_code == 0, focused.output
     assert {h["doc_id"] for h in json.loads(focused.output)["hits"]} == {"lease.md"}
+    auto = runner.invoke(cli, ["query", str(built), "landlord repairs the roof", "--focus", "auto", "--json"])
+    assert auto.exit_code == 0 and json.loads(auto.output) == json.loads(
+        runner.invoke(cli, ["query", str(built), "landlord repairs the roof", "--json"]).output)  # auto is the default
 
 
 @pytest.mark.parametrize(
@@ -64,6 +67,7 @@ def test_query_info_add_delete(built, tmp_path):
         (["index", "{missing}", "--out", "{tmp}/x"], "does not exist"),
         (["query", "{idx}", "{big}"], "characters"),
         (["query", "{idx}", "rent", "--focus", "-1"], "focus_documents=-1"),
+        (["query", "{idx}", "rent", "--focus", "often"], "focus_documents='often' must be 'auto'"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(built, tmp_path, args, message):
@@ -89,6 +93,33 @@ def test_eval_prints_the_metrics_json(tiny_model_dir, tmp_path):
                 "index_bytes", "encode_seconds", "query_ms_p50", "query_ms_p99"):
         assert key in metrics
     assert metrics["queries"] == 1 and metrics["documents"] == 2 and metrics["recall@10"] == 1.0
+
+
+def test_eval_scores_a_saved_index_with_a_query_side_adapter(tiny_model_dir, tmp_path):
+    """A query-side adapter leaves document vectors alone, so a saved base index is scored as it is; an adapter
+    that changes the document side is refused with the index named."""
+    from deepseek_rag.testing import build_tiny_adapter
+
+    data = tmp_path / "beir"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": f"d{i}", "title": "", "text": f"clause {i} rent"})
+                                                 for i in range(5)))
+    (data / "queries.jsonl").write_text('{"_id": "q1", "text": "clause 3 rent"}\n')
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td3\t1\n")
+    runner = CliRunner()
+    saved = tmp_path / "idx"
+    base = runner.invoke(cli, ["eval", "--data", str(data), "--model", str(tiny_model_dir), "--mode", "dense",
+                               "--keep-index", str(saved), "--json"])
+    assert base.exit_code == 0, base.output
+    query_side = build_tiny_adapter(tiny_model_dir, tmp_path / "q-adapter", sides=("query",))
+    args = ["eval", "--data", str(data), "--index", str(saved), "--mode", "dense", "--json", "--adapter"]
+    plain = json.loads(runner.invoke(cli, args[:-1]).output)
+    adapted = runner.invoke(cli, [*args, str(query_side)])
+    assert adapted.exit_code == 0, adapted.output
+    assert json.loads(adapted.output)["chunks"] == plain["chunks"] == 5
+    both = build_tiny_adapter(tiny_model_dir, tmp_path / "shared-adapter")
+    refused = runner.invoke(cli, [*args, str(both)])
+    assert refused.exit_code == 1 and refused.output.startswith("Error:") and str(saved) in refused.output
 
 
 def test_help_and_version():

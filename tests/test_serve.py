@@ -84,6 +84,8 @@ def test_documents_can_be_read_replaced_and_deleted(client):
     ({"query": "x", "filters": ["year", 2020]}, "filters"),
     ({"query": "   "}, "query"),
     ({"query": "x", "topk": 3}, "topk"),
+    ({"query": "x", "focus_documents": "often"}, "focus_documents"),
+    ({"query": "x", "focus_documents": -1}, "focus_documents"),
     ({}, "query"),
 ])
 def test_bad_retrieve_requests_are_422_naming_the_field(client, body, field):

@@ -53,7 +53,10 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
         check_save_target(Path(keep_index), overwrite=True)
     encode_seconds = None
     if existing_index:
-        index = DocumentIndex.load(existing_index, encoder_overrides={"dtype": dtype, "device": device}, writable=False)
+        # --adapter on a saved index: a query-side adapter searches the base model's vectors as they are; one that
+        # changes the document side fails the fingerprint check, naming the index to rebuild
+        overrides = {"dtype": dtype, "device": device, **({"adapter": adapter} if adapter else {})}
+        index = DocumentIndex.load(existing_index, encoder_overrides=overrides, writable=False)
         encoder = index.encoder
     else:
         encoder = make_encoder(model, adapter, dtype, device)

@@ -23,8 +23,9 @@ from .common import echo_json, retrieval_kwargs, retrieval_options, search_encod
                    'boolean, note=null a null; quote it to match the string (year=\'"2021"\'); anything else '
                    '(file_type=.pdf) is a string. Repeat a key for any of its values. A key no document has is '
                    'named on stderr when nothing matches.')
-@click.option("--focus", "focus_documents", type=int, default=0, show_default=True,
-              help="Rank documents first and return chunks of the best N only (0 = off).")
+@click.option("--focus", "focus_documents", default="auto", show_default=True, callback=lambda c, p, v: _focus(v),
+              help="auto: rank inside the document the query names (its title) when it can fill --top-k; N: rank "
+                   "documents first and return chunks of the best N only; 0: off (plain ranking).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @retrieval_options
 @search_encoder_options
@@ -71,6 +72,14 @@ def query_command(index_dir, text, top_k, level, expand, filters, focus_document
     for rank, hit in enumerate(hits, 1):
         click.echo(f"{rank}. {hit.doc_id} [chars {hit.start}-{hit.end}] score={hit.score:.3f}")
         click.echo("   " + " ".join(hit.text.split())[:300])
+
+
+def _focus(value: str) -> int | str:
+    """``--focus``: a number when it reads as one; the retriever checks the rest, naming the value."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
 
 
 def note_unknown_filter_keys(index: Any, filters: dict[str, Any] | None, index_dir: str) -> None:

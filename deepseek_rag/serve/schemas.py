@@ -6,7 +6,7 @@ that does not exist are 422 with the field named — so a client's typo never si
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,7 +28,9 @@ class RetrieveRequest(Request):
     mode: Literal["dense", "sparse", "hybrid"] | None = Field(
         default=None, description="Vectors, BM25 or both fused (default: hybrid when the index has a BM25 side)."
     )
-    focus_documents: int = Field(default=0, ge=0, le=100, description="Rank documents first, return chunks of the best N.")
+    focus_documents: Literal["auto"] | Annotated[int, Field(ge=0, le=100)] = Field(
+        default="auto", description="'auto': rank inside the document the query names, when it can fill top_k; "
+                                    "N: rank documents first, return chunks of the best N; 0: off.")
     expand_neighbors: int = Field(default=0, ge=0, le=10, description="Neighbouring chunks added on each side.")
     user: str | None = Field(default=None, max_length=200, description="The caller's id (A/B routing).")
 
@@ -46,7 +48,7 @@ class RetrieveBatchRequest(Request):
     level: Literal["chunk", "document"] = "chunk"
     filters: dict[str, Any] | None = None
     mode: Literal["dense", "sparse", "hybrid"] | None = None
-    focus_documents: int = Field(default=0, ge=0, le=100)
+    focus_documents: Literal["auto"] | Annotated[int, Field(ge=0, le=100)] = "auto"
     expand_neighbors: int = Field(default=0, ge=0, le=10)
     user: str | None = Field(default=None, max_length=200)
 

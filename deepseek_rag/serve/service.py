@@ -116,7 +116,7 @@ class ServedIndex:
         return "hybrid" if self.handle.has_sparse else "dense"
 
     async def retrieve(self, queries: list[str], *, top_k: int, level: str, filters: dict | None, mode: str | None,
-                       focus_documents: int = 0, expand_neighbors: int = 0) -> tuple[list[list[Hit]], int | None]:
+                       focus_documents: int | str = "auto", expand_neighbors: int = 0) -> tuple[list[list[Hit]], int | None]:
         """Hits per query (chunk level; at document level one hit per document) and the version they come from."""
         mode = self._mode(mode)
         if mode != "dense" and not self.handle.has_sparse:
@@ -136,7 +136,7 @@ class ServedIndex:
         return await run_in_threadpool(self._search, queries, vectors, *params)
 
     def _search(self, queries: list[str], vectors: np.ndarray | None, top_k: int, level: str, filters: dict | None,
-                mode: str, focus_documents: int, expand_neighbors: int) -> tuple[list[list[Hit]], int | None]:
+                mode: str, focus_documents: int | str, expand_neighbors: int) -> tuple[list[list[Hit]], int | None]:
         record = lambda stage, seconds: self.metrics.stage(stage, seconds, self.name)  # noqa: E731
         with self.handle.reading() as snapshot:
             pinned = _Pinned(_TimedView(snapshot, record), self.encoder, snapshot.has_sparse, snapshot.dense)

@@ -50,6 +50,12 @@ class DeepSeekRAGRetriever(BaseRetriever):
         default=None, description="Search mode where the core supports it; None = the core's default for the index."
     )
 
+    focus_documents: int | Literal["auto"] = Field(
+        default="auto",
+        description="Two-stage ranking for questions about one long document: 'auto' ranks inside the document the "
+                    "query names when it can fill k; n: chunks of the best n documents only; 0: off.",
+    )
+
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     @model_validator(mode="after")
@@ -132,7 +138,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
         return Retriever(
             self.index, top_k=k, level=self.level, aggregation=self.aggregation,
             expand_neighbors=self.expand_neighbors, nprobe=self.nprobe, filters=self.filters,
-            **({"mode": self.mode} if self.mode is not None else {}),
+            focus_documents=self.focus_documents, **({"mode": self.mode} if self.mode is not None else {}),
         )
 
     def _search(self, query: str, k: int | None, filters: dict[str, Any] | None) -> list[Document]:

@@ -134,3 +134,11 @@ async def test_concurrent_ainvoke_matches_invoke(retriever):
 def test_index_is_not_serialised(retriever):
     assert "index" not in retriever.model_dump()
     assert isinstance(retriever.index, DocumentIndex)
+
+
+def test_focus_rule_is_the_default_and_bad_values_are_value_errors(retriever):
+    assert retriever.focus_documents == "auto" and retriever._core(3).focus_documents == "auto"
+    off = DeepSeekRAGRetriever(index=retriever.index, k=3, focus_documents=0)
+    assert off._core(3).focus_documents == 0
+    with pytest.raises(ValueError, match="focus_documents"):
+        DeepSeekRAGRetriever(index=retriever.index, focus_documents=-2)

@@ -95,6 +95,17 @@ def test_focus_documents_returns_chunks_of_the_best_document_and_persists(built,
     assert [r.node.node_id for r in reloaded.retrieve("salt intake")] == [r.node.node_id for r in results]
 
 
+def test_the_focus_rule_is_the_default_and_persists_as_before(built, tmp_path):
+    default = DeepSeekRAGRetriever(built.index, similarity_top_k=3)
+    assert default.focus_documents == "auto" == default.core_retriever.focus_documents
+    default.persist(tmp_path / "auto")
+    assert "focus_documents" not in json.loads((tmp_path / "auto" / "retriever.json").read_text())
+    assert DeepSeekRAGRetriever.from_persist_dir(tmp_path / "auto", encoder=built.index.encoder).focus_documents == "auto"
+    off = DeepSeekRAGRetriever(built.index, similarity_top_k=3, focus_documents=0)
+    off.persist(tmp_path / "off")
+    assert DeepSeekRAGRetriever.from_persist_dir(tmp_path / "off", encoder=built.index.encoder).focus_documents == 0
+
+
 def test_expand_neighbors_widens_text_to_neighbouring_chunks(built, corpus_texts):
     chunks = chunks_of(built, "contract.txt")
     assert len(chunks) >= 3

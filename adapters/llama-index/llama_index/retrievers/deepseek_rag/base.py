@@ -69,8 +69,10 @@ class DeepSeekRAGRetriever(BaseRetriever):
         aggregation: how chunk scores make a document score at document level (``max``, ``softmax``, ``topk_sum``).
         nprobe: IVF lists searched per query (None: the index's default).
         mode: ``"dense"``, ``"sparse"`` or ``"hybrid"`` search where the core supports it (None: its default).
-        focus_documents: at chunk level, rank documents first and return chunks of the best ``n`` only
-            (0: off) — for questions about one long document among many, see ``deepseek_rag.Retriever``.
+        focus_documents: at chunk level, two-stage ranking for questions about one long document among many:
+            ``"auto"`` (default) ranks inside the document the query names when it can fill the answer, else
+            ranks plainly; ``n`` always returns chunks of the best ``n`` documents only; ``0`` is off. See
+            ``deepseek_rag.Retriever``.
     """
 
     def __init__(
@@ -83,7 +85,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
         aggregation: str = "max",
         nprobe: int | None = None,
         mode: str | None = None,
-        focus_documents: int = 0,
+        focus_documents: int | str = "auto",
         callback_manager: CallbackManager | None = None,
         objects: list[IndexNode] | None = None,
         object_map: dict | None = None,
@@ -108,7 +110,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
             focus_documents=focus_documents,
             **({"mode": mode} if mode is not None else {}),
         )
-        self.focus_documents = focus_documents
+        self.focus_documents = self._retriever.focus_documents
         self.similarity_top_k = similarity_top_k
         self.level = level
         self.expand_neighbors = expand_neighbors
@@ -181,8 +183,8 @@ class DeepSeekRAGRetriever(BaseRetriever):
             "nprobe": self.nprobe,
             "mode": self.mode,
             "filters": self.filters,
-            # written only when set, so files stay readable by adapters that predate the option
-            **({"focus_documents": self.focus_documents} if self.focus_documents else {}),
+            # written only when not the default, so files stay readable by adapters that predate "auto"
+            **({"focus_documents": self.focus_documents} if self.focus_documents != "auto" else {}),
         }
 
     def persist(self, path: str | os.PathLike, *, overwrite: bool = False, encoding: str = "utf-8") -> None:
