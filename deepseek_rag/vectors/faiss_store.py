@@ -20,31 +20,31 @@ How ids are kept, and why:
 Two faiss behaviours shape the rest: 8-bit PQ codecs skip faiss's default polysemous training (~5 s per
 sub-quantizer, used only by Hamming-filtered search, which this module never does); and an IVF index
 loaded memory-mapped is read-only, because faiss cannot modify on-disk lists and a failed add leaves the
-index crashing the process on its next search.
+index crashing the process on its next search. Reading and writing the files is ``faiss_files.py``, the
+parts of a search around ``index.search`` ``faiss_search.py``, the GPU copy ``faiss_gpu.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import faiss
 import numpy as np
 
-from ..errors import IndexFormatError, IndexSpecError, InvalidInputError, MissingDependencyError
-from ..storage.layout import fsync_path
+from ..errors import IndexSpecError, InvalidInputError
 from .arrays import as_ids, as_matrix, few_query_threads, positive_int
 from .base import Capabilities, IdFilter, search_params
+from .faiss_files import adopt_loaded, file_signature, fsync_folder_of, read_index_file, write_index_file
+from .faiss_gpu import GPU_MAX_K, GpuMirror, want_gpu
+from .faiss_search import id_selection, rescore, search_parameters
 from .specs import (
-    _GPU_MAX_K,
     MIN_POINTS_PER_LIST,
     build_faiss_index,
     default_nprobe,
     faiss_reason,
-    has_refine,
     ivf_of,
     resolve_auto_spec,
     uses_block_lists,
@@ -75,10 +75,8 @@ class FaissVectorStore:
         self._ids = np.empty(0, dtype=np.int64)  # sorted ids present in the index
         self._nprobe: int | None = None
         self._mapped_from: tuple[str, tuple[int, int, int]] | None = None  # (path, stat) when mmapped read-only
-        self._use_gpu = self._want_gpu(use_gpu)
-        self._gpu_index: faiss.Index | None = None
-        self._gpu_resources = None
-        self._gpu_failed = False
+        self._use_gpu = want_gpu(use_gpu)
+        self._gpu = GpuMirror()
 
     # ---------------------------------------------------------------- properties
     @property
@@ -187,7 +185,7 @@ class FaissVectorStore:
             self.train(x)
         self._index.add_with_ids(x, new_ids)
         self._ids = np.union1d(self._ids, new_ids)
-        self._gpu_index = None
+        self._gpu.drop()
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids``; returns how many were present (absent ids are not counted, not an error)."""
@@ -209,7 +207,7 @@ class FaissVectorStore:
             ) from exc
         assert removed == len(present), (removed, len(present))
         self._ids = np.setdiff1d(self._ids, present, assume_unique=True)
-        self._gpu_index = None
+        self._gpu.drop()
         return removed
 
     # ---------------------------------------------------------------- searching
@@ -238,52 +236,21 @@ class FaissVectorStore:
         probe = None if knobs.get("nprobe") is None else positive_int(knobs["nprobe"], "nprobe")
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         ids = np.full((len(q), k), -1, dtype=np.int64)
-        if filter is not None and not isinstance(filter, IdFilter):
-            raise InvalidInputError(
-                "the FAISS backend filters by id only: resolve metadata filters to ids first (IdFilter)"
-            )
-        allowed = excluded = None
-        if filter is not None and filter.allowed is not None:
-            allowed = filter.allowed[np.isin(filter.allowed, self._ids, assume_unique=True)]
-        if filter is not None and filter.excluded is not None:
-            excluded = filter.excluded
-        available = self.ntotal if allowed is None else len(allowed)
-        if excluded is not None and allowed is None:
-            present = filter.cache.get("present")
-            if present is None:
-                present = filter.cache["present"] = int(np.isin(excluded, self._ids, assume_unique=True).sum())
-            available -= present
+        selector, available, keep_alive = id_selection(filter, self._ids)
         if len(q) == 0 or available <= 0:
             return scores, ids
         fetch = min(available, k if rescore_vectors is None else k * rescore_factor)
-        keep_alive: list[Any] = []  # faiss selectors hold raw pointers: keep their Python objects alive
-        selector = None
-        if allowed is not None:
-            selector = faiss.IDSelectorBatch(allowed)
-            keep_alive.append(allowed)
-        elif excluded is not None:
-            # deletion markers are the same for every search of a snapshot: build their selector once
-            cached = filter.cache.get("faiss")
-            if cached is None:
-                inner = faiss.IDSelectorBatch(excluded)
-                cached = filter.cache["faiss"] = (faiss.IDSelectorNot(inner), inner, excluded)
-            selector = cached[0]
-        ivf = self._ivf
-        if ivf is not None:
-            search_args = faiss.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, probe or self.nprobe))
-        elif knobs.get("efSearch") is not None and hasattr(faiss, "SearchParametersHNSW"):
-            search_args = faiss.SearchParametersHNSW(sel=selector, efSearch=positive_int(knobs["efSearch"], "efSearch"))
-        else:
-            search_args = None if selector is None else faiss.SearchParameters(sel=selector)
+        ef_search = None if knobs.get("efSearch") is None else positive_int(knobs["efSearch"], "efSearch")
+        search_args = search_parameters(self._ivf, selector, probe or self.nprobe or 1, ef_search)
         index = self._index
-        if self._use_gpu and selector is None and max(fetch, getattr(search_args, "nprobe", 0)) <= _GPU_MAX_K:
-            index = self._gpu_clone() or index
+        if self._use_gpu and selector is None and max(fetch, getattr(search_args, "nprobe", 0)) <= GPU_MAX_K:
+            index = self._gpu.index_for(self._index, self._spec) or index
         with few_query_threads(len(q)):
             found_scores, found_ids = index.search(q, fetch, params=search_args)
         del keep_alive
         found_scores[found_ids < 0] = -np.inf
         if rescore_vectors is not None:
-            found_scores, found_ids = self._rescore(q, found_ids, rescore_vectors)
+            found_scores, found_ids = rescore(q, found_ids, rescore_vectors, self._dim)
         m = min(k, found_ids.shape[1])
         scores[:, :m] = found_scores[:, :m]
         ids[:, :m] = found_ids[:, :m]
@@ -359,7 +326,7 @@ class FaissVectorStore:
             ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
         if dropped:
             out.remove(np.concatenate(dropped))
-        out._gpu_index = None
+        out._gpu.drop()
         return out
 
     def _in_memory_index(self) -> faiss.Index:
@@ -367,24 +334,6 @@ class FaissVectorStore:
         if self._mapped_from is None:
             return self._index
         return faiss.read_index(self._mapped_from[0])
-
-    def _rescore(
-        self, q: np.ndarray, candidates: np.ndarray, fetch_vectors: Callable[[np.ndarray], np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        valid = candidates >= 0
-        unique, inverse = np.unique(candidates[valid], return_inverse=True)
-        exact = np.full(candidates.shape, -np.inf, dtype=np.float32)
-        if len(unique):
-            vectors = np.asarray(fetch_vectors(unique), dtype=np.float32)
-            if vectors.shape != (len(unique), self._dim):
-                raise InvalidInputError(
-                    f"rescore_vectors returned shape {vectors.shape} for {len(unique)} ids; "
-                    f"it must return one {self._dim}-dim vector per id, in the order given"
-                )
-            rows = np.nonzero(valid)[0]
-            exact[valid] = np.einsum("ij,ij->i", vectors[inverse.ravel()], q[rows])
-        order = np.argsort(-exact, axis=1, kind="stable")
-        return np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)
 
     # ---------------------------------------------------------------- persistence
     def nbytes(self) -> int:
@@ -398,26 +347,8 @@ class FaissVectorStore:
         if self._index is None:
             raise InvalidInputError(f"nothing to save to {os.fspath(path)}: the 'auto' index is not built; add vectors first")
         path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            if self._mapped_from is not None:
-                # a mmapped index would be written as a stub pointing at its source file: copy the source instead
-                source, signature = self._mapped_from
-                if self._file_signature(source) != signature:
-                    raise IndexFormatError(
-                        f"{source} changed on disk since this index was memory-mapped from it; load it again"
-                    )
-                shutil.copyfile(source, tmp)
-            else:
-                faiss.write_index(self._index, tmp)
-            fsync_path(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        if os.name == "posix":  # make the rename itself durable
-            fsync_path(os.path.dirname(os.path.abspath(path)))
+        write_index_file(self._index, path, self._mapped_from)
+        fsync_folder_of(path)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, mmap: bool = True, use_gpu: bool | None = None) -> FaissVectorStore:
@@ -428,62 +359,13 @@ class FaissVectorStore:
         memory so ``add``/``remove`` work. Non-IVF indexes are always read into memory.
         """
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise IndexFormatError(f"no index file at {path}; check the path or rebuild the index")
-        flags = faiss.IO_FLAG_MMAP if mmap else 0
-        try:
-            index = faiss.read_index(path, flags)
-        except RuntimeError as exc:
-            raise IndexFormatError(
-                f"cannot read the FAISS index at {path} ({faiss_reason(exc)}): the file is truncated or not "
-                "a FAISS index; rebuild the index"
-            ) from exc
+        index = read_index_file(path, mmap)
         obj = cls(int(index.d), "auto", use_gpu=use_gpu)
         obj._index = index
-        obj._adopt_loaded(path)
+        obj._ids, mapped, obj._spec = adopt_loaded(index, path)
+        if mapped:
+            obj._mapped_from = (path, file_signature(path))
         return obj
-
-    def _adopt_loaded(self, path: str) -> None:
-        index = self._index
-        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise IndexFormatError(f"the FAISS index at {path} does not use inner product; rebuild the index")
-        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-        ivf = ivf_of(inner)
-        if has_refine(inner) or (isinstance(index, faiss.IndexIDMap) and ivf is not None):
-            raise IndexFormatError(f"the FAISS index at {path} wraps IVF or refinement in IndexIDMap; rebuild the index")
-        if isinstance(index, faiss.IndexIDMap):
-            self._ids = np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
-        elif ivf is not None:
-            self._ids = np.sort(self._ivf_ids(ivf))
-            if not uses_block_lists(ivf) and ivf.direct_map.type != faiss.DirectMap.Hashtable:
-                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-            if isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists):
-                self._mapped_from = (path, self._file_signature(path))
-        else:
-            raise IndexFormatError(f"the FAISS index at {path} holds no caller ids; rebuild it with FaissVectorStore")
-        try:
-            from faiss.contrib.factory_tools import reverse_index_factory
-
-            self._spec = reverse_index_factory(inner)
-        except Exception:  # noqa: BLE001 - a description only; unknown layouts keep a generic name
-            self._spec = type(inner).__name__
-
-    @staticmethod
-    def _ivf_ids(ivf: faiss.IndexIVF) -> np.ndarray:
-        parts = [np.empty(0, dtype=np.int64)]
-        invlists = ivf.invlists
-        for list_no in range(ivf.nlist):
-            size = invlists.list_size(list_no)
-            if size:
-                ptr = invlists.get_ids(list_no)
-                parts.append(faiss.rev_swig_ptr(ptr, size).astype(np.int64))
-                invlists.release_ids(list_no, ptr)
-        return np.concatenate(parts)
-
-    @staticmethod
-    def _file_signature(path: str) -> tuple[int, int, int]:
-        st = os.stat(path)
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     # ---------------------------------------------------------------- helpers
     def _resolve(self, n_vectors: int) -> None:
@@ -498,27 +380,6 @@ class FaissVectorStore:
                 f"this index is memory-mapped read-only from {self._mapped_from[0]}; "
                 "open it with FaissVectorStore.open(path, mmap=False) to add or remove vectors"
             )
-
-    @staticmethod
-    def _want_gpu(use_gpu: bool | None) -> bool:
-        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-        if use_gpu and gpus == 0:
-            raise MissingDependencyError(
-                "use_gpu=True but faiss sees no GPU: install the 'gpu' extra (pip install 'deepseek-rag[gpu]') "
-                "on a CUDA machine, or pass use_gpu=None"
-            )
-        return gpus > 0 if use_gpu is None else bool(use_gpu)
-
-    def _gpu_clone(self) -> faiss.Index | None:
-        if self._gpu_index is None and not self._gpu_failed:
-            try:
-                if self._gpu_resources is None:
-                    self._gpu_resources = faiss.StandardGpuResources()
-                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
-            except (RuntimeError, AttributeError) as exc:
-                logger.warning("cannot move index %r to the GPU (%s); searching on the CPU", self._spec, exc)
-                self._gpu_failed = True
-        return self._gpu_index
 
 
 VectorIndex = FaissVectorStore

@@ -30,8 +30,6 @@ even probing every list. On SciFact both keep ~98% of Flat's nDCG@10 (benchmarks
 MIN_POINTS_PER_LIST = 39
 """FAISS k-means wants at least this many training vectors per IVF list."""
 
-_GPU_MAX_K = 2048  # faiss GPU search refuses larger k or nprobe; such searches run on the CPU index
-
 
 def suggest_nlist(n_vectors: int) -> int:
     """IVF list count for ``n_vectors``: about 4·√N as a power of two, with ≥ 39 vectors per list."""
