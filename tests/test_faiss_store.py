@@ -217,7 +217,9 @@ def test_bad_ids_raise(corpus):
     [
         ("IVFxx,Foo", "could not parse"),
         ("IVF16,PQ7x8", "multiple of the number of subquantizers"),
-        ("IVF16,Flat,RFlat", "rescore_vectors"),
+        ("IVF16,Flat,RFlat,RFlat", "supported once, at the end"),
+        ("IVF16,PQ8x4fs,Refine(HNSW8)", "not a codec faiss can encode"),
+        ("IVF16,PQ8x4fs,Refine(Foo)", "not a codec faiss can encode"),
         ("IDMap2,Flat", "drop 'IDMap'"),
         ("", "factory string"),
     ],

@@ -34,7 +34,8 @@ from .common import (
 @encoder_options
 @click.pass_context
 def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_json, mode, fusion, sparse_weight,
-                 index_spec, chunking, chunk_tokens, chunk_overlap, headers, model, adapter, dtype, device) -> None:
+                 index_spec, recall_target, chunking, chunk_tokens, chunk_overlap, headers, model, adapter, dtype,
+                 device) -> None:
     """Index a BEIR corpus and score document ranking (nDCG@10, Recall@10/100, MRR@10, latency).
 
     \b
@@ -48,7 +49,7 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
     from ..storage.layout import check_save_target
 
     split_data = load_beir_split(data, split)
-    settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers)
+    settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers, recall_target)
     if keep_index and not existing_index:
         check_save_target(Path(keep_index), overwrite=True)
     encode_seconds = None
@@ -63,7 +64,8 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
     with tempfile.TemporaryDirectory() as tmp:
         saved = index.path if existing_index else index.save(keep_index or Path(tmp) / "index", overwrite=bool(keep_index))
         index = DocumentIndex.load(saved, encoder, writable=False)
-        index_bytes = index.info()["index_bytes"]
+        loaded = index.info()
+        index_bytes, ram_bytes = loaded["index_bytes"], loaded["vector_ram_bytes"]
         retriever = index.as_retriever(aggregation=aggregation, **retrieval_kwargs(mode, fusion, sparse_weight))
         metrics = evaluate_retriever(retriever, split_data)
         info = index.info()
@@ -72,6 +74,8 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
         **{k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
         "documents": info["documents"], "chunks": info["chunks"], "index_spec": info["index_spec"],
         "index_bytes": index_bytes, "bytes_per_chunk": round(index_bytes / max(1, info["chunks"]), 1),
+        "vector_ram_bytes": ram_bytes, "ram_bytes_per_chunk": round(ram_bytes / max(1, info["chunks"]), 1),
+        "vector_search": info["vector_search"],
         "encode_seconds": round(encode_seconds, 2) if encode_seconds else None,
         "chunks_per_second": round(info["chunks"] / encode_seconds, 1) if encode_seconds else None,
         "chunking": index.settings.chunking.mode, "aggregation": aggregation, "dtype": str(encoder.dtype).replace("torch.", ""),

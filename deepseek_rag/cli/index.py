@@ -26,8 +26,8 @@ from .common import (
 @encoder_options
 @wait_option
 @click.pass_context
-def index_command(ctx, sources, out, overwrite, index_spec, chunking, chunk_tokens, chunk_overlap, headers,
-                  model, adapter, dtype, device, wait) -> None:
+def index_command(ctx, sources, out, overwrite, index_spec, recall_target, chunking, chunk_tokens, chunk_overlap,
+                  headers, model, adapter, dtype, device, wait) -> None:
     """Build an index directory from files, folders or BEIR corpus.jsonl files.
 
     \b
@@ -39,7 +39,7 @@ def index_command(ctx, sources, out, overwrite, index_spec, chunking, chunk_toke
     from ..storage.layout import check_save_target
 
     # Everything that can be checked is checked before the slow work: the settings, and that --out can be written.
-    settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers)
+    settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers, recall_target)
     check_save_target(Path(out), overwrite)
     report = load_sources(ctx, sources)
     if not report.documents:

@@ -109,6 +109,10 @@ class Snapshot:
         """Bytes of the vector files (or of the serialised in-memory indexes)."""
         return sum(s.segment.vectors.nbytes() for s in self.states)
 
+    def vector_ram_bytes(self) -> int:
+        """Bytes the vector indexes hold in process memory (memory-mapped lists and re-ranking codes excluded)."""
+        return sum(s.segment.vectors.ram_nbytes() for s in self.states)
+
     # ------------------------------------------------------------------------------------ documents
     def locate(self, doc_id: str) -> tuple[int, list[int]] | None:
         """(index of the state holding the live ``doc_id``, its chunk ids) or None. Newest segments first."""
@@ -211,7 +215,7 @@ class Snapshot:
 
         A filter is applied before or after the search by its selectivity (``filtering.py``)."""
         queries = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
-        knobs = dict(params or {})
+        knobs = {**self.template.search_defaults(), **(params or {})}  # the index's calibrated knobs, overridable
         if nprobe is not None:
             knobs["nprobe"] = nprobe
         parsed = Filter.parse(filters)

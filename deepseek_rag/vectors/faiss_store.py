@@ -13,9 +13,10 @@ How ids are kept, and why:
   its ``remove_ids`` corrupts ids on IVF and a second call aborts the process. Fast-scan IVF (``...fs``)
   keeps no direct map, because faiss removes from its block lists only by scanning them.
 * Every other index (``"Flat"``, ``"HNSW32"``, ``"PQ16x8"``...) sits inside ``IndexIDMap2``.
-* Refinement (``",RFlat"``, ``",Refine(...)"``) is refused: faiss numbers refined vectors itself and
-  implements neither ``add_with_ids`` nor ``remove_ids`` for them. ``search(rescore_vectors=...)``
-  re-ranks exactly instead.
+* A spec ending in ``,Refine(SQ8)`` / ``,Refine(Flat)`` / ``,RFlat`` is two-level: the first part (held as
+  above) finds ``k × k_factor`` candidates, which are re-scored with finer codes kept in a memory-mapped file
+  beside the index (``refine.py``). faiss's own ``IndexRefine`` is never built: it numbers vectors itself
+  and implements neither ``add_with_ids`` nor ``remove_ids``.
 
 Two faiss behaviours shape the rest: 8-bit PQ codecs skip faiss's default polysemous training (~5 s per
 sub-quantizer, used only by Hamming-filtered search, which this module never does); and an IVF index
@@ -37,16 +38,19 @@ import numpy as np
 from ..errors import IndexSpecError, InvalidInputError
 from .arrays import as_ids, as_matrix, few_query_threads, positive_int
 from .base import Capabilities, IdFilter, search_params
-from .faiss_files import adopt_loaded, file_signature, fsync_folder_of, read_index_file, write_index_file
+from .faiss_files import adopt_loaded, file_signature, fsync_folder_of, mapped_list_bytes, read_index_file, write_index_file
 from .faiss_gpu import GPU_MAX_K, GpuMirror, want_gpu
 from .faiss_search import id_selection, rescore, search_parameters
+from .refine import RefineCodes, refine_path
 from .specs import (
+    DEFAULT_K_FACTOR,
     MIN_POINTS_PER_LIST,
     build_faiss_index,
     default_nprobe,
     faiss_reason,
     ivf_of,
     resolve_auto_spec,
+    split_refine,
     uses_block_lists,
 )
 
@@ -60,7 +64,8 @@ class FaissVectorStore:
     knob, defaulting to :func:`default_nprobe`. With ``use_gpu`` None a GPU is used when faiss sees one:
     searches then run on a GPU clone made lazily and dropped on every add/remove; the CPU index is the one
     saved. Filtered searches always run on the CPU. Search knobs go in ``params``: ``nprobe`` (IVF),
-    ``efSearch`` (HNSW).
+    ``efSearch`` (HNSW), ``k_factor`` (two-level specs: ``k × k_factor`` candidates are re-ranked). The
+    defaults of ``nprobe`` and ``k_factor`` are the store's own (``calibration.py`` chooses them for an index).
 
     Not thread-safe for writes: concurrent searches are fine, but ``add``/``remove``/``save`` must not
     overlap any other call; the caller holds the lock.
@@ -71,9 +76,15 @@ class FaissVectorStore:
             raise IndexSpecError(f"index spec must be a faiss factory string or 'auto', got {spec!r}")
         self._dim = positive_int(dim, "dim")
         self._spec = spec.strip()
-        self._index: faiss.Index | None = None if self._spec == "auto" else build_faiss_index(self._spec, self._dim)
+        self._index: faiss.Index | None = None
+        self._refine: RefineCodes | None = None  # re-ranking codes, one row per id in self._ids
+        if self._spec != "auto":
+            self._build(self._spec)
         self._ids = np.empty(0, dtype=np.int64)  # sorted ids present in the index
         self._nprobe: int | None = None
+        self._k_factor: int | None = None
+        self.calibration: dict[str, Any] | None = None
+        """How ``nprobe`` / ``k_factor`` were chosen (``calibration.py``), saved in the index's version record."""
         self._mapped_from: tuple[str, tuple[int, int, int]] | None = None  # (path, stat) when mmapped read-only
         self._use_gpu = want_gpu(use_gpu)
         self._gpu = GpuMirror()
@@ -106,7 +117,13 @@ class FaissVectorStore:
 
     @property
     def is_trained(self) -> bool:
-        return self._index is not None and bool(self._index.is_trained)
+        return (self._index is not None and bool(self._index.is_trained)
+                and (self._refine is None or self._refine.is_trained))
+
+    @property
+    def refined(self) -> bool:
+        """True for a two-level spec (``...,Refine(SQ8)``): candidates are re-ranked with finer codes."""
+        return self._refine is not None
 
     @property
     def read_only(self) -> bool:
@@ -135,6 +152,26 @@ class FaissVectorStore:
     def nprobe(self, value: int | None) -> None:
         self._nprobe = None if value is None else positive_int(value, "nprobe")
 
+    @property
+    def k_factor(self) -> int | None:
+        """Candidates re-ranked per result (two-level specs only; None otherwise); set None for the default."""
+        if self._refine is None:
+            return None
+        return self._k_factor if self._k_factor is not None else DEFAULT_K_FACTOR
+
+    @k_factor.setter
+    def k_factor(self, value: int | None) -> None:
+        self._k_factor = None if value is None else positive_int(value, "k_factor")
+
+    def search_record(self) -> dict[str, Any]:
+        """What an index records of its search knobs: ``nprobe`` / ``k_factor`` as set (None: the default) and
+        the ``calibration`` that chose them."""
+        return {"nprobe": self._nprobe, "k_factor": self._k_factor, "calibration": self.calibration}
+
+    def search_defaults(self) -> dict[str, int]:
+        """The knobs set on this store, as ``search(params=...)`` takes them (what its segments search with)."""
+        return {key: value for key, value in (("nprobe", self._nprobe), ("k_factor", self._k_factor)) if value is not None}
+
     def __repr__(self) -> str:
         return f"FaissVectorStore(dim={self._dim}, spec={self._spec!r}, ntotal={self.ntotal})"
 
@@ -145,7 +182,7 @@ class FaissVectorStore:
         if len(x) == 0:
             raise IndexSpecError(f"cannot train index spec {self._spec!r} on 0 vectors; pass the corpus vectors")
         self._resolve(len(x))
-        if self._index.is_trained:
+        if self.is_trained:
             return
         ivf = ivf_of(self._index)
         if ivf is not None and len(x) < ivf.nlist:
@@ -160,6 +197,8 @@ class FaissVectorStore:
             )
         try:
             self._index.train(x)
+            if self._refine is not None:
+                self._refine.train(x)
         except RuntimeError as exc:
             raise IndexSpecError(
                 f"cannot train index spec {self._spec!r} on {len(x)} vectors: {faiss_reason(exc)}; "
@@ -183,7 +222,10 @@ class FaissVectorStore:
             )
         if not self.is_trained:
             self.train(x)
+        codes = None if self._refine is None else self._refine.encoded(x)
         self._index.add_with_ids(x, new_ids)
+        if codes is not None:
+            self._refine = self._refine.inserted(self._ids, new_ids, codes)
         self._ids = np.union1d(self._ids, new_ids)
         self._gpu.drop()
 
@@ -206,6 +248,8 @@ class FaissVectorStore:
                 "rebuild with 'Flat' or an IVF spec to remove vectors"
             ) from exc
         assert removed == len(present), (removed, len(present))
+        if self._refine is not None:
+            self._refine = self._refine.without(~np.isin(self._ids, present, assume_unique=True))
         self._ids = np.setdiff1d(self._ids, present, assume_unique=True)
         self._gpu.drop()
         return removed
@@ -224,14 +268,18 @@ class FaissVectorStore:
         """Top-``k`` (scores, ids), each (n, k); a 1-D query gives (1, k). Missing results: id -1, score -inf.
 
         ``filter`` (an :class:`IdFilter`) keeps only allowed ids and never returns excluded ones.
-        ``params``: ``nprobe`` (IVF lists probed), ``efSearch`` (HNSW). ``rescore_vectors(ids) -> (len(ids), dim)``
+        ``params``: ``nprobe`` (IVF lists probed), ``efSearch`` (HNSW), ``k_factor`` (two-level specs:
+        ``k * k_factor`` candidates are re-scored with the re-ranking codes). ``rescore_vectors(ids) -> (len(ids), dim)``
         turns on exact re-ranking: ``k * rescore_factor`` candidates are fetched and re-scored by inner product
-        with the vectors it returns (in the order of the ids given). HNSW explores only ``efSearch`` nodes, so a
-        narrow filter may return fewer than k results.
+        with the vectors it returns (in the order of the ids given; it replaces a two-level spec's own codes).
+        HNSW explores only ``efSearch`` nodes, so a narrow filter may return fewer than k results.
         """
         k = positive_int(k, "k")
         rescore_factor = positive_int(rescore_factor, "rescore_factor")
-        knobs = search_params(params, ("nprobe", "efSearch"), "faiss")
+        knobs = search_params(params, ("nprobe", "efSearch", "k_factor"), "faiss")
+        if rescore_vectors is None and self._refine is not None:
+            rescore_vectors = self._refine_vectors
+            rescore_factor = positive_int(knobs["k_factor"], "k_factor") if knobs.get("k_factor") is not None else self.k_factor
         q = as_matrix(queries, self._dim, "queries", allow_1d=True)
         probe = None if knobs.get("nprobe") is None else positive_int(knobs["nprobe"], "nprobe")
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
@@ -264,6 +312,8 @@ class FaissVectorStore:
             raise InvalidInputError(f"ids not in the index: {missing[:5].tolist()}")
         if self._index is None or not len(wanted):
             return np.zeros((len(wanted), self._dim), dtype=np.float32)
+        if self._refine is not None:
+            return self._refine_vectors(wanted)
         ivf = ivf_of(self._index)
         if ivf is not None and uses_block_lists(ivf):
             raise InvalidInputError(f"index spec {self._spec!r} (fast-scan) cannot return stored vectors")
@@ -277,7 +327,8 @@ class FaissVectorStore:
     @property
     def capabilities(self) -> Capabilities:
         ivf = None if self._index is None else ivf_of(self._index)
-        return Capabilities(delete=True, metadata_filter=False, mmap=ivf is not None, gpu=self._use_gpu)
+        return Capabilities(delete=True, metadata_filter=False, mmap=ivf is not None or self._refine is not None,
+                            gpu=self._use_gpu)
 
     def empty_like(self) -> FaissVectorStore:
         """A store with this one's trained codebooks (IVF centroids, quantizer ranges) and no vectors."""
@@ -287,7 +338,9 @@ class FaissVectorStore:
         clone = faiss.clone_index(source)
         clone.reset()
         obj = FaissVectorStore(self._dim, "auto", use_gpu=self._use_gpu)
-        obj._index, obj._spec, obj._nprobe = clone, self._spec, self._nprobe
+        obj._index, obj._spec, obj._nprobe, obj._k_factor = clone, self._spec, self._nprobe, self._k_factor
+        obj._refine = None if self._refine is None else self._refine.empty_like()
+        obj.calibration = self.calibration
         inner = ivf_of(clone)
         if inner is not None and not uses_block_lists(inner) and inner.direct_map.type != faiss.DirectMap.Hashtable:
             inner.set_direct_map_type(faiss.DirectMap.Hashtable)
@@ -297,8 +350,8 @@ class FaissVectorStore:
     def merged(cls, template: FaissVectorStore, parts: Sequence[tuple[FaissVectorStore, np.ndarray | None]]) -> FaissVectorStore:
         """One store holding every vector of ``parts`` except each part's excluded ids (sorted arrays).
 
-        IVF parts share ``template``'s trained centroids and move their codes over (``merge_from``); other
-        indexes are rebuilt from their stored vectors (exact for Flat and HNSW).
+        IVF parts share ``template``'s trained centroids and move their codes over (``merge_from``), and their
+        re-ranking codes with them; other indexes are rebuilt from their stored vectors (exact for Flat and HNSW).
         """
         out = template.empty_like()
         ivf = None if out._index is None else ivf_of(out._index)
@@ -315,6 +368,8 @@ class FaissVectorStore:
                 if not uses_block_lists(source_ivf):
                     source_ivf.set_direct_map_type(faiss.DirectMap.NoMap)
                 out._index.merge_from(source, 0)
+                if out._refine is not None:
+                    out._refine = out._refine.inserted(out._ids, part._ids, part._refine.codes)
                 out._ids = np.union1d(out._ids, part._ids)
                 if excluded is not None and len(excluded):
                     dropped.append(excluded[np.isin(excluded, part._ids)])
@@ -335,19 +390,43 @@ class FaissVectorStore:
             return self._index
         return faiss.read_index(self._mapped_from[0])
 
+    def _refine_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The re-ranking codes of ``ids`` (held by this store), decoded."""
+        rows = np.searchsorted(self._ids, ids)
+        assert len(rows) == 0 or (rows.max() < len(self._ids) and (self._ids[rows] == ids).all()), "ids not held"
+        return self._refine.decode(rows)
+
     # ---------------------------------------------------------------- persistence
     def nbytes(self) -> int:
-        """Size of the index file :meth:`save` writes (serialises the index to measure it)."""
+        """Size of the files :meth:`save` writes (the index, and the re-ranking codes of a two-level spec)."""
         if self._mapped_from is not None:
-            return os.path.getsize(self._mapped_from[0])
-        return 0 if self._index is None else int(faiss.serialize_index(self._index).nbytes)
+            size = os.path.getsize(self._mapped_from[0])
+        else:
+            size = 0 if self._index is None else int(faiss.serialize_index(self._index).nbytes)
+        return size + (0 if self._refine is None else self._refine.file_nbytes())
+
+    def ram_nbytes(self) -> int:
+        """Bytes this store holds in process memory: the index less its memory-mapped IVF lists, the sorted ids,
+        and the re-ranking codes unless they are memory-mapped (those are read from disk page by page)."""
+        if self._index is None:
+            return 0
+        if self._mapped_from is not None:
+            size = os.path.getsize(self._mapped_from[0]) - mapped_list_bytes(self._ivf)
+        else:
+            size = int(faiss.serialize_index(self._index).nbytes)
+        return size + int(self._ids.nbytes) + (0 if self._refine is None else self._refine.ram_nbytes())
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index to ``path`` atomically: a temporary file beside it, fsync, rename over."""
+        """Write the index to ``path`` atomically: a temporary file beside it, fsync, rename over. A two-level
+        spec's re-ranking codes go to ``path`` with the suffix ``.refine``, written (atomically) first."""
         if self._index is None:
             raise InvalidInputError(f"nothing to save to {os.fspath(path)}: the 'auto' index is not built; add vectors first")
         path = os.fspath(path)
+        if self._refine is not None:
+            self._refine.save(refine_path(path), self._ids)
         write_index_file(self._index, path, self._mapped_from)
+        if self._refine is None and refine_path(path).exists():  # left by a two-level index saved here before
+            refine_path(path).unlink()
         fsync_folder_of(path)
 
     @classmethod
@@ -356,7 +435,8 @@ class FaissVectorStore:
 
         With ``mmap`` an IVF index's lists stay on disk (memory-mapped); faiss cannot modify such lists
         (a failed add leaves the index unusable), so the store is read-only. ``mmap=False`` reads it into
-        memory so ``add``/``remove`` work. Non-IVF indexes are always read into memory.
+        memory so ``add``/``remove`` work. Non-IVF indexes are always read into memory. A two-level spec's
+        re-ranking codes are memory-mapped with ``mmap`` (read-only; an add or remove copies them to memory).
         """
         path = os.fspath(path)
         index = read_index_file(path, mmap)
@@ -365,14 +445,22 @@ class FaissVectorStore:
         obj._ids, mapped, obj._spec = adopt_loaded(index, path)
         if mapped:
             obj._mapped_from = (path, file_signature(path))
+        if refine_path(path).is_file():
+            obj._refine = RefineCodes.open(refine_path(path), obj._ids, mmap_codes=mmap)
+            obj._spec = f"{obj._spec},Refine({obj._refine.codec_spec})"
         return obj
 
     # ---------------------------------------------------------------- helpers
+    def _build(self, spec: str) -> None:
+        base, codec = split_refine(spec)
+        self._index = build_faiss_index(base, self._dim, full_spec=spec)
+        self._refine = None if codec is None else RefineCodes.new(codec, self._dim, spec)
+
     def _resolve(self, n_vectors: int) -> None:
         if self._index is None:
             self._spec = resolve_auto_spec(n_vectors, self._dim)
             logger.info("index spec 'auto' resolved to %r for %d vectors", self._spec, n_vectors)
-            self._index = build_faiss_index(self._spec, self._dim)
+            self._build(self._spec)
 
     def _check_writable(self) -> None:
         if self._mapped_from is not None:

@@ -58,6 +58,23 @@ def default_nprobe(nlist: int) -> int:
     return min(nlist, max(32, nlist // 32))
 
 
+DEFAULT_K_FACTOR = 8
+"""Re-rank depth of a two-level spec (``k × k_factor`` candidates re-scored) when no calibration chose one:
+benchmarks/index_specs.py (100k vectors like real MiniLM ones, PQ192x4fs first pass, SQ8 codes) gained
+nothing past 8."""
+
+_REFINE_SUFFIX = re.compile(r",(?:RFlat|Refine\(([^()]*)\))$")
+
+
+def split_refine(spec: str) -> tuple[str, str | None]:
+    """(first-pass spec, re-ranking codec or None): ``"IVF4096,PQ192x4fs,Refine(SQ8)"`` gives
+    ``("IVF4096,PQ192x4fs", "SQ8")``; faiss's ``",RFlat"`` is ``",Refine(Flat)"`` (exact re-ranking)."""
+    match = _REFINE_SUFFIX.search(spec)
+    if match is None:
+        return spec, None
+    return spec[: match.start()], (match.group(1) if match.group(1) is not None else "Flat").strip()
+
+
 def faiss_reason(exc: BaseException) -> str:
     """The human part of a faiss C++ exception ("could not parse index string X")."""
     line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -94,20 +111,23 @@ def _skip_polysemous_training(index: faiss.Index) -> None:
             part.do_polysemous_training = False
 
 
-def build_faiss_index(spec: str, dim: int) -> faiss.Index:
+def build_faiss_index(spec: str, dim: int, *, full_spec: str | None = None) -> faiss.Index:
+    """The faiss index of ``spec``, ready to hold caller ids; ``full_spec`` (the spec with its ``Refine(...)``
+    part, when ``spec`` is a two-level spec's first pass) is what errors name."""
+    shown = full_spec or spec
     if "IDMap" in spec:
-        raise IndexSpecError(f"index spec {spec!r}: VectorIndex manages ids itself; drop 'IDMap' from the spec")
+        raise IndexSpecError(f"index spec {shown!r}: VectorIndex manages ids itself; drop 'IDMap' from the spec")
     try:
         index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         raise IndexSpecError(
-            f"cannot build index spec {spec!r} for {dim}-dim vectors: {faiss_reason(exc)}; "
+            f"cannot build index spec {shown!r} for {dim}-dim vectors: {faiss_reason(exc)}; "
             "fix the factory string or use 'auto'"
         ) from exc
     if has_refine(index):
         raise IndexSpecError(
-            f"index spec {spec!r}: refinement (',RFlat' / ',Refine(...)') numbers vectors itself, so it can "
-            "neither keep caller ids nor delete; drop it and pass rescore_vectors= to search() instead"
+            f"index spec {shown!r}: refinement (',RFlat' / ',Refine(...)') is supported once, at the end of the "
+            "spec (e.g. 'IVF1024,PQ192x4fs,Refine(SQ8)')"
         )
     _skip_polysemous_training(index)
     ivf = ivf_of(index)
