@@ -38,7 +38,7 @@ from .storage.merging import SegmentSize, plan_merges
 from .storage.segment import Segment
 from .storage.snapshot import SegmentState, Snapshot, VectorsSummary, with_deleted
 from .storage.versions import collect_garbage
-from .vectors.calibration import calibrate_template
+from .vectors.calibration import VectorSearchSettings, calibrate_template
 from .vectors.faiss_store import FaissVectorStore
 
 logger = logging.getLogger(__name__)
@@ -383,9 +383,15 @@ class DocumentIndex:
             self._reopen()
             return True
 
-    def with_vector_spec(self, spec: str, nprobe: int | None = None) -> DocumentIndex:
-        """An in-memory copy whose vectors are re-indexed under ``spec`` (same chunks, no re-encoding)."""
-        settings = IndexSettings.from_dict({**self.settings.to_dict(), "index_spec": spec})
+    def with_vector_spec(
+        self, spec: str, nprobe: int | None = None, vector_search: VectorSearchSettings | None = None
+    ) -> DocumentIndex:
+        """An in-memory copy whose vectors are re-indexed under ``spec`` (same chunks, no re-encoding); its search
+        knobs are calibrated for ``vector_search`` (default: this index's settings)."""
+        changes = {"index_spec": spec}
+        if vector_search is not None:
+            changes["vector_search"] = vector_search.to_dict()
+        settings = IndexSettings.from_dict({**self.settings.to_dict(), **changes})
         snapshot = rebuild.with_vector_spec(self._snapshot, spec, nprobe, settings.vector_search)
         return DocumentIndex(self.encoder, settings, _snapshot=snapshot)
 

@@ -311,3 +311,25 @@ def test_a_crash_while_the_codes_are_renamed_keeps_the_old_version(two_level_dir
     reopened = DocumentIndex.load(folder, encoder, writable=False)
     assert reopened.version == 1 and not reopened.snapshot().has_document("late-0")
     assert reopened.as_retriever(top_k=1, mode="dense").retrieve(notes("n", 400)[8].text)[0].doc_id == "n-8"
+
+
+def test_eval_re_indexes_an_existing_index_under_another_spec_and_leaves_it_alone(two_level_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from deepseek_rag.cli import cli
+
+    docs = notes("n", 400)
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": d.id, "text": d.text}) for d in docs))
+    (tmp_path / "queries.jsonl").write_text("\n".join(json.dumps({"_id": f"q{i}", "text": docs[i].text}) for i in range(5)))
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\tn-{i}\t1\n" for i in range(5)))
+    before = (two_level_dir / "manifest.json").read_text()
+    args = ["eval", "--data", str(tmp_path), "--index", str(two_level_dir), "--mode", "dense", "--json"]
+    result = CliRunner().invoke(cli, [*args, "--index-spec", "IVF8,Flat", "--recall-target", "0.95"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["index_spec"] == "IVF8,Flat" and metrics["vector_search"]["calibration"]["target"] == 0.95
+    assert metrics["vector_ram_bytes"] > 0 and metrics["chunks"] == 400
+    bad = CliRunner().invoke(cli, [*args, "--index-spec", "IVF8,PQ16x4fs,Refine(Foo)"])
+    assert bad.exit_code == 1 and bad.output.startswith("Error:") and "Refine(Foo)" in bad.output, bad.output
+    assert (two_level_dir / "manifest.json").read_text() == before

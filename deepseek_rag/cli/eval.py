@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from .common import (
     echo_json,
@@ -42,6 +43,7 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
     Example:
       deepseek-rag eval --data datasets/scifact --chunking none --index-spec Flat --json
       deepseek-rag eval --data datasets/scifact --index sci.idx --mode sparse
+      deepseek-rag eval --data datasets/scifact --index sci.idx --mode dense --index-spec 'IVF128,PQ192x4fs,Refine(SQ8)'
     """
     from ..document_index import DocumentIndex
     from ..evaluation import evaluate_retriever, load_beir_split
@@ -50,19 +52,23 @@ def eval_command(ctx, data, split, aggregation, keep_index, existing_index, as_j
 
     split_data = load_beir_split(data, split)
     settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers, recall_target)
-    if keep_index and not existing_index:
+    if keep_index:
         check_save_target(Path(keep_index), overwrite=True)
     encode_seconds = None
     if existing_index:
         index = DocumentIndex.load(existing_index, encoder_overrides={"dtype": dtype, "device": device}, writable=False)
         encoder = index.encoder
+        if ctx.get_parameter_source("index_spec") is not ParameterSource.DEFAULT or recall_target is not None:
+            # the stored vectors re-indexed under --index-spec (in memory, then saved to a temporary folder)
+            spec = index_spec if ctx.get_parameter_source("index_spec") is not ParameterSource.DEFAULT else index.info()["index_spec"]
+            index = index.with_vector_spec(spec, vector_search=settings.vector_search)
     else:
         encoder = make_encoder(model, adapter, dtype, device)
         started = time.perf_counter()
         index = DocumentIndex.build(load_beir_corpus(data), encoder, settings, progress=show_progress(ctx))
         encode_seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
-        saved = index.path if existing_index else index.save(keep_index or Path(tmp) / "index", overwrite=bool(keep_index))
+        saved = index.path if index.path is not None else index.save(keep_index or Path(tmp) / "index", overwrite=bool(keep_index))
         index = DocumentIndex.load(saved, encoder, writable=False)
         loaded = index.info()
         index_bytes, ram_bytes = loaded["index_bytes"], loaded["vector_ram_bytes"]
