@@ -110,7 +110,7 @@ class Snapshot:
         return sum(s.segment.vectors.nbytes() for s in self.states)
 
     def vector_ram_bytes(self) -> int:
-        """Bytes the vector indexes hold in process memory (memory-mapped lists and re-ranking codes excluded)."""
+        """Bytes the vector searches need resident in RAM (memory-mapped re-ranking codes excluded; see ``ram_nbytes``)."""
         return sum(s.segment.vectors.ram_nbytes() for s in self.states)
 
     # ------------------------------------------------------------------------------------ documents

@@ -105,8 +105,3 @@ def ivf_ids(ivf: faiss.IndexIVF) -> np.ndarray:
             invlists.release_ids(list_no, ptr)
     return np.concatenate(parts)
 
-
-def mapped_list_bytes(ivf: faiss.IndexIVF) -> int:
-    """Bytes of an IVF index's inverted lists (codes and ids): what stays on disk when they are memory-mapped."""
-    invlists = ivf.invlists
-    return sum(invlists.list_size(i) for i in range(ivf.nlist)) * (int(ivf.code_size) + 8)

@@ -36,9 +36,9 @@ import faiss
 import numpy as np
 
 from ..errors import IndexSpecError, InvalidInputError
-from .arrays import as_ids, as_matrix, few_query_threads, positive_int
+from .arrays import as_ids, as_matrix, check_new_ids, few_query_threads, positive_int
 from .base import Capabilities, IdFilter, search_params
-from .faiss_files import adopt_loaded, file_signature, fsync_folder_of, mapped_list_bytes, read_index_file, write_index_file
+from .faiss_files import adopt_loaded, file_signature, fsync_folder_of, read_index_file, write_index_file
 from .faiss_gpu import GPU_MAX_K, GpuMirror, want_gpu
 from .faiss_search import id_selection, rescore, search_parameters
 from .refine import RefineCodes, refine_path
@@ -212,14 +212,7 @@ class FaissVectorStore:
         new_ids = as_ids(ids, expected=len(x))
         if len(x) == 0:
             return
-        unique, counts = np.unique(new_ids, return_counts=True)
-        if (counts > 1).any():
-            raise InvalidInputError(f"duplicate ids in one add: {unique[counts > 1][:5].tolist()}; ids must be unique")
-        clash = new_ids[np.isin(new_ids, self._ids)]
-        if len(clash):
-            raise InvalidInputError(
-                f"ids already in the index: {clash[:5].tolist()}; remove them first to replace their vectors"
-            )
+        check_new_ids(new_ids, self._ids)
         if not self.is_trained:
             self.train(x)
         codes = None if self._refine is None else self._refine.encoded(x)
@@ -348,41 +341,11 @@ class FaissVectorStore:
 
     @classmethod
     def merged(cls, template: FaissVectorStore, parts: Sequence[tuple[FaissVectorStore, np.ndarray | None]]) -> FaissVectorStore:
-        """One store holding every vector of ``parts`` except each part's excluded ids (sorted arrays).
+        """One store holding every vector of ``parts`` except each part's excluded ids (sorted arrays); see
+        :func:`~deepseek_rag.vectors.faiss_merge.merge_stores`."""
+        from .faiss_merge import merge_stores
 
-        IVF parts share ``template``'s trained centroids and move their codes over (``merge_from``), and their
-        re-ranking codes with them; other indexes are rebuilt from their stored vectors (exact for Flat and HNSW).
-        """
-        out = template.empty_like()
-        ivf = None if out._index is None else ivf_of(out._index)
-        hashtable = ivf is not None and not uses_block_lists(ivf)
-        if hashtable:
-            ivf.set_direct_map_type(faiss.DirectMap.NoMap)  # faiss merges IVF lists only without direct maps
-        dropped = []
-        for part, excluded in parts:
-            if not len(part):
-                continue
-            if ivf is not None:
-                source = faiss.clone_index(part._in_memory_index())
-                source_ivf = ivf_of(source)
-                if not uses_block_lists(source_ivf):
-                    source_ivf.set_direct_map_type(faiss.DirectMap.NoMap)
-                out._index.merge_from(source, 0)
-                if out._refine is not None:
-                    out._refine = out._refine.inserted(out._ids, part._ids, part._refine.codes)
-                out._ids = np.union1d(out._ids, part._ids)
-                if excluded is not None and len(excluded):
-                    dropped.append(excluded[np.isin(excluded, part._ids)])
-            else:
-                keep = part._ids if excluded is None else np.setdiff1d(part._ids, excluded, assume_unique=True)
-                if len(keep):
-                    out.add(keep, part.fetch(keep))
-        if hashtable:
-            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-        if dropped:
-            out.remove(np.concatenate(dropped))
-        out._gpu.drop()
-        return out
+        return merge_stores(template, parts)
 
     def _in_memory_index(self) -> faiss.Index:
         """The faiss index itself, read fully into memory when it is memory-mapped."""
@@ -406,12 +369,13 @@ class FaissVectorStore:
         return size + (0 if self._refine is None else self._refine.file_nbytes())
 
     def ram_nbytes(self) -> int:
-        """Bytes this store holds in process memory: the index less its memory-mapped IVF lists, the sorted ids,
-        and the re-ranking codes unless they are memory-mapped (those are read from disk page by page)."""
+        """Bytes a search needs resident in RAM: the index (memory-mapped IVF lists too: every query scans
+        ``nprobe`` of them, so they end up in the page cache) and the sorted ids; a two-level spec's re-ranking
+        codes only when they are not memory-mapped (a query reads ``k × k_factor`` scattered rows of them)."""
         if self._index is None:
             return 0
         if self._mapped_from is not None:
-            size = os.path.getsize(self._mapped_from[0]) - mapped_list_bytes(self._ivf)
+            size = os.path.getsize(self._mapped_from[0])
         else:
             size = int(faiss.serialize_index(self._index).nbytes)
         return size + int(self._ids.nbytes) + (0 if self._refine is None else self._refine.ram_nbytes())
