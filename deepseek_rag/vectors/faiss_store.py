@@ -44,8 +44,8 @@ from .faiss_search import id_selection, rescore, search_parameters
 from .refine import RefineCodes, refine_path
 from .specs import (
     DEFAULT_K_FACTOR,
-    MIN_POINTS_PER_LIST,
     build_faiss_index,
+    check_training_size,
     default_nprobe,
     faiss_reason,
     ivf_of,
@@ -184,17 +184,7 @@ class FaissVectorStore:
         self._resolve(len(x))
         if self.is_trained:
             return
-        ivf = ivf_of(self._index)
-        if ivf is not None and len(x) < ivf.nlist:
-            raise IndexSpecError(
-                f"index spec {self._spec!r}: IVF{ivf.nlist} needs at least {ivf.nlist} vectors to train, "
-                f"got {len(x)}: use 'auto' or fewer lists"
-            )
-        if ivf is not None and len(x) < MIN_POINTS_PER_LIST * ivf.nlist:
-            logger.warning(
-                "index spec %r: %d training vectors is fewer than %d per list for IVF%d; clusters will be poor, "
-                "consider fewer lists", self._spec, len(x), MIN_POINTS_PER_LIST, ivf.nlist,
-            )
+        check_training_size(self._spec, self._ivf, len(x))
         try:
             self._index.train(x)
             if self._refine is not None:

@@ -48,6 +48,20 @@ def resolve_auto_spec(n_vectors: int, dim: int) -> str:
     return f"IVF{suggest_nlist(n_vectors)},{AUTO_IVF_CODEC}"
 
 
+def check_training_size(spec: str, ivf: faiss.IndexIVF | None, n_vectors: int) -> None:
+    """Refuse fewer training vectors than IVF lists; warn below :data:`MIN_POINTS_PER_LIST` per list."""
+    if ivf is not None and n_vectors < ivf.nlist:
+        raise IndexSpecError(
+            f"index spec {spec!r}: IVF{ivf.nlist} needs at least {ivf.nlist} vectors to train, "
+            f"got {n_vectors}: use 'auto' or fewer lists"
+        )
+    if ivf is not None and n_vectors < MIN_POINTS_PER_LIST * ivf.nlist:
+        logger.warning(
+            "index spec %r: %d training vectors is fewer than %d per list for IVF%d; clusters will be poor, "
+            "consider fewer lists", spec, n_vectors, MIN_POINTS_PER_LIST, ivf.nlist,
+        )
+
+
 def default_nprobe(nlist: int) -> int:
     """Lists probed when the caller sets none: nlist/32, at least 32, at most nlist.
 
