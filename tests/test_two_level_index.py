@@ -170,12 +170,13 @@ def test_calibration_picks_the_cheapest_setting_that_reaches_the_target(corpus):
     assert calibrate([store], ids[:100], vectors[:100]) is None  # too few to hold some out
 
 
-def test_an_unreachable_target_takes_the_most_thorough_setting_and_says_so(corpus, caplog):
+def test_an_unreachable_target_takes_the_cheapest_setting_near_the_best_and_says_so(corpus, caplog):
     ids, vectors = corpus
     store = built("IVF16,PQ4x4fs,Refine(PQ4x4)", corpus)  # coarse re-ranking codes: never 0.999
     chosen = calibrate([store], ids, vectors, VectorSearchSettings(recall_target=0.999, calibration_queries=100))
-    assert (chosen["nprobe"], chosen["k_factor"]) == (16, 32) and chosen["recall@10"] < 0.999
-    assert "reaches Recall@10" in caplog.text
+    assert chosen["recall@10"] < 0.999 and chosen["recall@10"] >= chosen["ceiling"] - 0.005
+    assert (chosen["nprobe"], chosen["k_factor"]) != (16, 32)  # not every list at the deepest re-ranking
+    assert "reaches Recall@10" in caplog.text and "cheapest setting within" in caplog.text
 
 
 @pytest.mark.parametrize("field, value", [("recall_target", 0), ("recall_target", 1.5), ("nprobe", 0), ("k_factor", "8"),

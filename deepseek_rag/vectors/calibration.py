@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 _REFINE_READ_COST = 2.0  # a re-ranked row costs about twice its bytes scanned in a list (random read + decode)
 _K_FACTORS = (1, 2, 4, 8, 16, 32)
 _MIN_QUERIES = 20
+CEILING_TOLERANCE = 0.005
+"""A target out of reach takes the cheapest setting within this much of the best recall measured (probing every
+list at the deepest re-ranking), not that most thorough and slowest setting itself."""
 
 
 @dataclass
@@ -101,26 +104,33 @@ def calibrate(
     def cost(nprobe: int | None, k_factor: int | None) -> float:
         return (nprobe or 0) * code_bytes + k * (k_factor or 0) * refine_bytes
 
-    best: tuple[float, int | None, int | None] | None = None
-    floor = 0  # deeper re-ranking never needs more lists, so shallower depths start where deeper ones ended
-    for k_factor in reversed(factors):
-        for position in range(floor, len(probes)):
-            nprobe = probes[position]
-            if best is not None and cost(nprobe, k_factor) >= best[0]:
+    def cheapest(target: float) -> tuple[float, int | None, int | None] | None:
+        best: tuple[float, int | None, int | None] | None = None
+        floor = 0  # deeper re-ranking never needs more lists, so shallower depths start where deeper ones ended
+        for k_factor in reversed(factors):
+            for position in range(floor, len(probes)):
+                nprobe = probes[position]
+                if best is not None and cost(nprobe, k_factor) >= best[0]:
+                    break
+                if recall(nprobe, k_factor) >= target:
+                    best, floor = (cost(nprobe, k_factor), nprobe, k_factor), position
+                    break
+            if best is None:  # not even the deepest re-ranking reaches it: shallower ones will not
                 break
-            if recall(nprobe, k_factor) >= settings.recall_target:
-                best, floor = (cost(nprobe, k_factor), nprobe, k_factor), position
-                break
-        if best is None:  # not even the deepest re-ranking reaches it: shallower ones will not
-            break
-    if best is None:  # out of reach: the most thorough setting
-        nprobe, k_factor = probes[-1], factors[-1]
-        logger.warning("index %r reaches Recall@%d %.3f at most (target %.3f) with nprobe %s, k_factor %s",
-                       first.spec, k, recall(nprobe, k_factor), settings.recall_target, nprobe, k_factor)
-    else:
-        _, nprobe, k_factor = best
+        return best
+
+    best, ceiling = cheapest(settings.recall_target), None
+    if best is None:  # out of reach (the re-ranking codes' own error, say): close to the best there is, cheaply
+        ceiling = recall(probes[-1], factors[-1])
+        best = cheapest(ceiling - CEILING_TOLERANCE)
+        logger.warning("index %r reaches Recall@%d %.3f at most (target %.3f); using the cheapest setting within "
+                       "%.3f of that: nprobe %s, k_factor %s", first.spec, k, ceiling, settings.recall_target,
+                       CEILING_TOLERANCE, best[1], best[2])
+    _, nprobe, k_factor = best
     result = {"nprobe": nprobe, "k_factor": k_factor, f"recall@{k}": round(recall(nprobe, k_factor), 4),
               "target": settings.recall_target, "queries": count, "k": k, "settings_tried": len(measured)}
+    if ceiling is not None:
+        result["ceiling"] = round(ceiling, 4)
     logger.info("search of %r calibrated on %d held-out vectors: %s", first.spec, count, result)
     return result
 
