@@ -276,12 +276,12 @@ class FaissVectorStore:
         index = self._index
         if self._use_gpu and selector is None and max(fetch, getattr(search_args, "nprobe", 0)) <= GPU_MAX_K:
             index = self._gpu.index_for(self._index, self._spec) or index
-        with few_query_threads(len(q)):
+        with few_query_threads(len(q)):  # decoding re-ranking codes is OpenMP-parallel in faiss too (n > 100)
             found_scores, found_ids = index.search(q, fetch, params=search_args)
-        del keep_alive
-        found_scores[found_ids < 0] = -np.inf
-        if rescore_vectors is not None:
-            found_scores, found_ids = rescore(q, found_ids, rescore_vectors, self._dim)
+            del keep_alive
+            found_scores[found_ids < 0] = -np.inf
+            if rescore_vectors is not None:
+                found_scores, found_ids = rescore(q, found_ids, rescore_vectors, self._dim)
         m = min(k, found_ids.shape[1])
         scores[:, :m] = found_scores[:, :m]
         ids[:, :m] = found_ids[:, :m]
