@@ -2,7 +2,7 @@
 
     python benchmarks/scale.py --like bench-out/scifact-index --sizes 10000,100000,1000000 --json bench-out/scale.json
     python benchmarks/scale.py --like bench-out/scifact-index --queries-from ../shared/datasets/scifact \
-        --sizes real,1000000 --codecs "auto;PQ192x4fs;PQ192x4fs,Refine(SQ8)"
+        --sizes real,1000000 --codecs "auto;SQ8;PQ192x4fs"
 
 Vectors are synthetic (say so when quoting). With ``--like INDEX_DIR`` (a deepseek-rag index folder with a
 Flat index, e.g. ``deepseek-rag index ../shared/datasets/scifact/corpus.jsonl --out bench-out/scifact-index
@@ -142,7 +142,7 @@ def main() -> None:
                         help="BEIR folder of the --like index's corpus: size 'real' is searched with its test queries.")
     parser.add_argument("--recall-target", type=float, default=0.98,
                         help="Build-time calibration target of two-level specs (held-out corpus vectors).")
-    parser.add_argument("--codecs", default="auto;PQ192x4fs;PQ192x4fs,Refine(SQ8)",
+    parser.add_argument("--codecs", default="auto;SQ8;PQ192x4fs",
                         help="';'-separated IVF codecs to compare with Flat: 'auto' (the default codec), a codec string "
                              "('PQ192x4fs,Refine(SQ8)'), or a whole spec with '{nlist}' ('OPQ96,IVF{nlist},PQ96x4fs').")
     parser.add_argument("--json", dest="json_out", default=None)

@@ -73,7 +73,7 @@ def test_compare_llamaindex_reports_every_pipeline(beir_folder, tmp_path):
 
 def test_scale_reaches_the_recall_target_or_says_which_nprobe(tmp_path):
     out = tmp_path / "scale.json"
-    run_script("scale.py", "--sizes", "4000", "--codecs", "auto;PQ192x4fs;PQ192x4fs,Refine(SQ8)", "--json", str(out))
+    run_script("scale.py", "--sizes", "4000", "--codecs", "SQ8;PQ192x4fs;auto", "--json", str(out))
     rows = json.loads(out.read_text())
     assert [row["spec"].split(",", 1)[-1] for row in rows] == ["Flat", "SQ8", "PQ192x4fs", "PQ192x4fs,Refine(SQ8)"]
     flat = rows[0]

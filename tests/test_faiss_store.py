@@ -282,8 +282,9 @@ def test_fetch_returns_stored_vectors(corpus):
 
 def test_auto_spec_resolution():
     assert resolve_auto_spec(AUTO_IVF_THRESHOLD - 1, 384) == "Flat"
-    assert resolve_auto_spec(1_000_000, 384) == "IVF4096,SQ8"
-    assert resolve_auto_spec(100_000, 32) == "IVF1024,SQ8"
+    assert resolve_auto_spec(1_000_000, 384) == "IVF4096,PQ192x4fs,Refine(SQ8)"
+    assert resolve_auto_spec(100_000, 32) == "IVF1024,PQ16x4fs,Refine(SQ8)"
+    assert resolve_auto_spec(100_000, 33) == "IVF1024,SQ8"  # no dim/2 sub-quantizers
     assert default_nprobe(4096) == 128 and default_nprobe(1024) == 32 and default_nprobe(16) == 16
     for n in (1, 40, 1000, AUTO_IVF_THRESHOLD, 10**7):
         nlist = suggest_nlist(n)
