@@ -40,6 +40,7 @@ from .storage.merging import SegmentSize, plan_merges
 from .storage.segment import Segment
 from .storage.snapshot import SegmentState, Snapshot, VectorsSummary, with_deleted
 from .storage.versions import collect_garbage
+from .vectors.calibration import VectorSearchSettings, calibrate_template
 from .vectors.faiss_store import FaissVectorStore
 
 logger = logging.getLogger(__name__)
@@ -238,9 +239,11 @@ class DocumentIndex:
         if not batch.documents:
             return snapshot
         template = snapshot.template
+        calibrate_on = None
         if vectors is not None and not template.is_trained:  # the first vectors decide "auto" and train IVF codebooks
             template = template.empty_like()
             template.train(vectors)
+            calibrate_on = vectors
         first = snapshot.next_chunk_id
         rows, position = [], first
         for doc, chunks in zip(batch.documents, batch.chunk_lists):
@@ -248,6 +251,9 @@ class DocumentIndex:
             position += len(chunks)
         self._pending_names += 1
         segment = Segment.build(f"pending-{self._pending_names}", rows, vectors, template, batch.term_lists, batch.algorithms)
+        if calibrate_on is not None:  # nprobe / k_factor for the recall target, measured on these vectors
+            calibrate_template(template, [segment.vectors], np.arange(first, position, dtype=np.int64), calibrate_on,
+                               self.settings.vector_search)
         states = [*snapshot.states, SegmentState(segment)]
         pending = [s for s in states if s.segment.path is None]
         if len(pending) > MAX_PENDING_SEGMENTS:
@@ -414,10 +420,17 @@ class DocumentIndex:
             self._reopen()
             return True
 
-    def with_vector_spec(self, spec: str, nprobe: int | None = None) -> DocumentIndex:
-        """An in-memory copy whose vectors are re-indexed under ``spec`` (same chunks, no re-encoding)."""
-        settings = IndexSettings.from_dict({**self.settings.to_dict(), "index_spec": spec})
-        return DocumentIndex(self.encoder, settings, _snapshot=rebuild.with_vector_spec(self._snapshot, spec, nprobe))
+    def with_vector_spec(
+        self, spec: str, nprobe: int | None = None, vector_search: VectorSearchSettings | None = None
+    ) -> DocumentIndex:
+        """An in-memory copy whose vectors are re-indexed under ``spec`` (same chunks, no re-encoding); its search
+        knobs are calibrated for ``vector_search`` (default: this index's settings)."""
+        changes = {"index_spec": spec}
+        if vector_search is not None:
+            changes["vector_search"] = vector_search.to_dict()
+        settings = IndexSettings.from_dict({**self.settings.to_dict(), **changes})
+        snapshot = rebuild.with_vector_spec(self._snapshot, spec, nprobe, settings.vector_search)
+        return DocumentIndex(self.encoder, settings, _snapshot=snapshot)
 
     def densify(self, encoder: DualEncoder, *, index_spec: str = "auto", force: bool = False,
                 progress: bool | None = None) -> int:
@@ -493,6 +506,8 @@ class DocumentIndex:
             "index_spec": snapshot.spec if snapshot.dense else None,
             "dense": snapshot.dense,
             "index_bytes": snapshot.nbytes(),
+            "vector_ram_bytes": snapshot.vector_ram_bytes(),
+            "vector_search": snapshot.template.search_record(),
             "sparse_bytes": snapshot.sparse.nbytes() if snapshot.has_sparse else None,
             "encoder": self.encoder.fingerprint(),
             "settings": self.settings.to_dict(),

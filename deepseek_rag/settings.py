@@ -15,6 +15,7 @@ from .errors import InvalidInputError
 from .ingest.chunking import ChunkingConfig
 from .sparse.bm25 import SparseConfig
 from .storage.merging import VersionSettings
+from .vectors.calibration import VectorSearchSettings
 
 
 DENSE_CHOICES = ("on", "off", "auto")
@@ -50,9 +51,15 @@ class IndexSettings(Config):
     versions: VersionSettings = field(
         default_factory=VersionSettings, metadata={"help": "Versions kept on disk and when segments merge."}
     )
+    vector_search: VectorSearchSettings = field(
+        default_factory=VectorSearchSettings,
+        metadata={"help": "The recall target an IVF or two-level index's nprobe / k_factor are chosen for at build time, "
+                          "or fixed values for them."},
+    )
 
     def __post_init__(self) -> None:
-        for name, kind in (("chunking", ChunkingConfig), ("sparse", SparseConfig), ("versions", VersionSettings)):
+        for name, kind in (("chunking", ChunkingConfig), ("sparse", SparseConfig), ("versions", VersionSettings),
+                           ("vector_search", VectorSearchSettings)):
             if isinstance(getattr(self, name), Mapping):
                 setattr(self, name, kind.from_dict(getattr(self, name)))
         if not isinstance(self.filter_fields, list) or not all(isinstance(k, str) and k for k in self.filter_fields):

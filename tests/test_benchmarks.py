@@ -73,13 +73,17 @@ def test_compare_llamaindex_reports_every_pipeline(beir_folder, tmp_path):
 
 def test_scale_reaches_the_recall_target_or_says_which_nprobe(tmp_path):
     out = tmp_path / "scale.json"
-    run_script("scale.py", "--sizes", "4000", "--codecs", "auto,PQ192x4fs", "--json", str(out))
+    run_script("scale.py", "--sizes", "4000", "--codecs", "SQ8;PQ192x4fs;auto", "--json", str(out))
     rows = json.loads(out.read_text())
-    assert [row["spec"].split(",")[-1] for row in rows] == ["Flat", "SQ8", "PQ192x4fs"]
+    assert [row["spec"].split(",", 1)[-1] for row in rows] == ["Flat", "SQ8", "PQ192x4fs", "PQ192x4fs,Refine(SQ8)"]
     flat = rows[0]
     assert flat["recall@10"] == 1.0 and flat["auto_picks"] and flat["bytes_per_chunk"] > 1500
     for row in rows[1:]:
         assert row["nprobe"] >= 1 and 0 < row["recall@10"] <= 1 and row["bytes_per_chunk"] < flat["bytes_per_chunk"]
+    pq, two_level = rows[2], rows[3]
+    assert two_level["recall@10"] > pq["recall@10"] and two_level["k_factor"] >= 1
+    assert two_level["ram_bytes_per_chunk"] < two_level["bytes_per_chunk"]  # the SQ8 codes stay on disk
+    assert two_level["calibrated"]["recall@10"] >= 0.98 and 0 < two_level["calibrated"]["real_query_recall@10"] <= 1
 
 
 def load_benchmark(name: str):

@@ -238,7 +238,9 @@ def test_bad_ids_raise(corpus):
     [
         ("IVFxx,Foo", "could not parse"),
         ("IVF16,PQ7x8", "multiple of the number of subquantizers"),
-        ("IVF16,Flat,RFlat", "rescore_vectors"),
+        ("IVF16,Flat,RFlat,RFlat", "supported once, at the end"),
+        ("IVF16,PQ8x4fs,Refine(HNSW8)", "not a codec faiss can encode"),
+        ("IVF16,PQ8x4fs,Refine(Foo)", "not a codec faiss can encode"),
         ("IDMap2,Flat", "drop 'IDMap'"),
         ("", "factory string"),
     ],
@@ -301,8 +303,9 @@ def test_fetch_returns_stored_vectors(corpus):
 
 def test_auto_spec_resolution():
     assert resolve_auto_spec(AUTO_IVF_THRESHOLD - 1, 384) == "Flat"
-    assert resolve_auto_spec(1_000_000, 384) == "IVF4096,SQ8"
-    assert resolve_auto_spec(100_000, 32) == "IVF1024,SQ8"
+    assert resolve_auto_spec(1_000_000, 384) == "IVF4096,PQ192x4fs,Refine(SQ8)"
+    assert resolve_auto_spec(100_000, 32) == "IVF1024,PQ16x4fs,Refine(SQ8)"
+    assert resolve_auto_spec(100_000, 33) == "IVF1024,SQ8"  # no dim/2 sub-quantizers
     assert default_nprobe(4096) == 128 and default_nprobe(1024) == 32 and default_nprobe(16) == 16
     for n in (1, 40, 1000, AUTO_IVF_THRESHOLD, 10**7):
         nlist = suggest_nlist(n)

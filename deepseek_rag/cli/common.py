@@ -107,17 +107,22 @@ def index_options(func: Any) -> Any:
                         help="Tokens per chunk (capped at the model's max length).")(func)
     func = click.option("--chunking", type=click.Choice(["token", "none"]), default="token", show_default=True,
                         help="token: overlapping windows snapped to sentences; none: one truncated chunk per document.")(func)
+    func = click.option("--recall-target", type=click.FloatRange(0, 1, min_open=True), default=None,
+                        help="Recall@10 vs exact (on held-out chunk vectors) that an IVF or two-level index's nprobe "
+                             "and re-rank depth are chosen for at build time (default 0.98).")(func)
     func = click.option("--index-spec", default="auto", show_default=True,
-                        help="FAISS factory string ('Flat', 'IVF1024,PQ96x8', ...) or auto (by corpus size).")(func)
+                        help="FAISS factory string ('Flat', 'IVF1024,PQ96x8', 'IVF1024,PQ192x4fs,Refine(SQ8)', ...) "
+                             "or auto (by corpus size).")(func)
     return func
 
 
 def make_settings(index_spec: str, chunking: str, chunk_tokens: int, chunk_overlap: int | None, headers: bool,
-                  dense: str = "on"):
+                  recall_target: float | None = None, dense: str = "on"):
     """The settings the index options spell. What the options cannot set follows ``--chunk-tokens``: the overlap
     (when not given) and the smallest trailing chunk are at most half of it and all of it, so any size works."""
     from ..document_index import IndexSettings
     from ..ingest.chunking import ChunkingConfig
+    from ..vectors.calibration import VectorSearchSettings
 
     defaults = ChunkingConfig()
     overlap = chunk_overlap if chunk_overlap is not None else min(defaults.overlap, max(0, chunk_tokens // 2))
@@ -127,6 +132,7 @@ def make_settings(index_spec: str, chunking: str, chunk_tokens: int, chunk_overl
                                 min_tokens=min(defaults.min_tokens, max(0, chunk_tokens))),
         contextual_headers=headers,
         dense=dense,
+        **({} if recall_target is None else {"vector_search": VectorSearchSettings(recall_target=recall_target)}),
     )
 
 

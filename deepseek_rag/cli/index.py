@@ -29,8 +29,8 @@ from .common import (
 @encoder_options
 @wait_option
 @click.pass_context
-def index_command(ctx, sources, out, overwrite, dense, index_spec, chunking, chunk_tokens, chunk_overlap, headers,
-                  model, adapter, dtype, device, wait) -> None:
+def index_command(ctx, sources, out, overwrite, dense, index_spec, recall_target, chunking, chunk_tokens, chunk_overlap,
+                  headers, model, adapter, dtype, device, wait) -> None:
     """Build an index directory from files, folders or BEIR corpus.jsonl files.
 
     \b
@@ -43,7 +43,7 @@ def index_command(ctx, sources, out, overwrite, dense, index_spec, chunking, chu
     from ..storage.layout import check_save_target
 
     # Everything that can be checked is checked before the slow work: the settings, and that --out can be written.
-    settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers, dense)
+    settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers, recall_target, dense)
     check_save_target(Path(out), overwrite)
     report = load_sources(ctx, sources)
     if not report.documents:

@@ -86,6 +86,9 @@ def open_record(
         params = vectors.get("params") or {}
         if params.get("nprobe") is not None:
             template.nprobe = params["nprobe"]
+        if params.get("k_factor") is not None:
+            template.k_factor = params["k_factor"]
+        template.calibration = vectors.get("calibration")
     except BaseException:
         for segment in opened:
             segment.close()
@@ -180,7 +183,8 @@ def publish_snapshot(
         record = new_record(
             version, current or None, encoder=encoder, settings=settings,
             vectors=({"backend": "faiss", "spec": template.spec, "dim": template.dim, "trained": trained,
-                      "params": {"nprobe": template._nprobe}} if snapshot.dense else {"backend": None}),
+                      "params": {key: value for key, value in template.search_record().items() if key != "calibration"},
+                      "calibration": template.search_record()["calibration"]} if snapshot.dense else {"backend": None}),
             segments=[_segment_entry(s) for s in states], next_chunk_id=snapshot.next_chunk_id,
             next_segment=next_segment, counts={"documents": documents, "chunks": chunks, "vectors": result.vector_count()},
         )

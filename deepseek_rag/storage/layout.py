@@ -6,8 +6,10 @@ An index directory (format 2)::
     CURRENT                 {"format_version": 2, "version": 7}: the one pointer a publish switches
     versions/v000007.json   a version: encoder, settings, vector spec, segments and their deletion markers
     segments/g000004/       one immutable segment: chunks.sqlite, vectors.faiss, postings/*.npy,
+                            vectors.refine (a two-level spec's re-ranking codes, memory-mapped),
                             deletes-v000007.npy (its deleted chunk ids as of version 7)
-    trained/t000001.faiss   the trained, empty vector index new segments start from (IVF centroids)
+    trained/t000001.faiss   the trained, empty vector index new segments start from (IVF centroids),
+                            and t000001.refine (its trained re-ranking codec) for a two-level spec
     writer.lock             the writer lock (see lock.py)
 
 Everything a version names is written and fsynced before ``CURRENT`` is replaced by an atomic rename, so a

@@ -7,6 +7,7 @@ benchmark can compare specs or analysers on one build, and a user can save the r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from ..errors import InvalidInputError
 from ..ingest.preparation import with_header
 from ..sparse.analysis import stemmer_language
 from ..sparse.bm25 import Postings, SparseConfig
+from ..vectors.calibration import VectorSearchSettings, calibrate_template
 from ..vectors.faiss_store import FaissVectorStore
 from .chunk_store import ChunkStore
 from .segment import Segment
@@ -38,15 +40,17 @@ def live_vectors(snapshot: Snapshot) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ids_parts), np.vstack(vector_parts)
 
 
-def with_vector_spec(snapshot: Snapshot, spec: str, nprobe: int | None = None) -> Snapshot:
-    """``snapshot`` with its live vectors re-indexed under ``spec`` (trained on all of them), one segment."""
+def with_vector_spec(
+    snapshot: Snapshot, spec: str, nprobe: int | None = None, search: VectorSearchSettings | None = None
+) -> Snapshot:
+    """``snapshot`` with its live vectors re-indexed under ``spec`` (trained on all of them), the segments kept;
+    ``nprobe`` / ``k_factor`` are chosen for ``search``'s recall target (``nprobe`` given: that one)."""
     if not snapshot.dense:
         raise InvalidInputError(LEXICAL_ONLY)
     ids, vectors = live_vectors(snapshot)
     template = FaissVectorStore(snapshot.dim, spec)
     if len(vectors):
         template.train(vectors)
-    template.nprobe = nprobe
     states = []
     for state in snapshot.states:
         mine = np.isin(ids, state.segment.vectors.ids)
@@ -54,6 +58,9 @@ def with_vector_spec(snapshot: Snapshot, spec: str, nprobe: int | None = None) -
         store_vectors.add(ids[mine], vectors[mine])
         segment = Segment(state.segment.name, state.segment.store, store_vectors, state.segment.postings)
         states.append(SegmentState(segment, state.deleted, state.deleted_documents))
+    if nprobe is not None:
+        search = replace(search or VectorSearchSettings(), nprobe=nprobe)
+    calibrate_template(template, [s.segment.vectors for s in states], ids, vectors, search)
     return snapshot.derive(states, template=template, version=None, trained_file=None)
 
 

@@ -116,6 +116,10 @@ class Snapshot:
         """Bytes of the vector files (or of the serialised in-memory indexes)."""
         return sum(s.segment.vectors.nbytes() for s in self.states if s.segment.vectors is not None)
 
+    def vector_ram_bytes(self) -> int:
+        """Bytes the vector searches need resident in RAM (memory-mapped re-ranking codes excluded; see ``ram_nbytes``)."""
+        return sum(s.segment.vectors.ram_nbytes() for s in self.states if s.segment.vectors is not None)
+
     # ------------------------------------------------------------------------------------ documents
     def locate(self, doc_id: str) -> tuple[int, list[int]] | None:
         """(index of the state holding the live ``doc_id``, its chunk ids) or None. Newest segments first."""
@@ -220,7 +224,7 @@ class Snapshot:
         if not self.dense:
             raise InvalidInputError(LEXICAL_ONLY)
         queries = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
-        knobs = dict(params or {})
+        knobs = {**self.template.search_defaults(), **(params or {})}  # the index's calibrated knobs, overridable
         if nprobe is not None:
             knobs["nprobe"] = nprobe
         parsed = Filter.parse(filters)

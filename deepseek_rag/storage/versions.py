@@ -137,8 +137,9 @@ def collect_garbage(folder: Path, current: int, keep: int) -> list[str]:
                     removed.append(f"{SEGMENTS_DIR}/{path.name}/{marker.name}")
     trained_dir = folder / TRAINED_DIR
     if trained_dir.is_dir():
+        kept_stems = {Path(name).stem for name in trained}  # t000001.faiss and its t000001.refine
         for path in trained_dir.iterdir():
-            if path.name not in trained:
+            if path.name not in trained and not (path.suffix == ".refine" and path.stem in kept_stems):
                 path.unlink(missing_ok=True)
                 removed.append(f"{TRAINED_DIR}/{path.name}")
     for name in LEGACY_FILES:  # a first-release directory that has been upgraded

@@ -50,6 +50,16 @@ def as_ids(values: object, what: str = "ids", *, expected: int | None = None) ->
     return arr
 
 
+
+def check_new_ids(new_ids: np.ndarray, held: np.ndarray) -> None:
+    """Raise :class:`InvalidInputError` if ``new_ids`` repeat an id or hold one of the sorted ``held`` ids."""
+    unique, counts = np.unique(new_ids, return_counts=True)
+    if (counts > 1).any():
+        raise InvalidInputError(f"duplicate ids in one add: {unique[counts > 1][:5].tolist()}; ids must be unique")
+    clash = new_ids[np.isin(new_ids, held)]
+    if len(clash):
+        raise InvalidInputError(f"ids already in the index: {clash[:5].tolist()}; remove them first to replace their vectors")
+
 _FEW_QUERIES = 20  # faiss switches to BLAS (and threads pay off) at 20 queries
 
 

@@ -13,40 +13,44 @@ How ids are kept, and why:
   its ``remove_ids`` corrupts ids on IVF and a second call aborts the process. Fast-scan IVF (``...fs``)
   keeps no direct map, because faiss removes from its block lists only by scanning them.
 * Every other index (``"Flat"``, ``"HNSW32"``, ``"PQ16x8"``...) sits inside ``IndexIDMap2``.
-* Refinement (``",RFlat"``, ``",Refine(...)"``) is refused: faiss numbers refined vectors itself and
-  implements neither ``add_with_ids`` nor ``remove_ids`` for them. ``search(rescore_vectors=...)``
-  re-ranks exactly instead.
+* A spec ending in ``,Refine(SQ8)`` / ``,Refine(Flat)`` / ``,RFlat`` is two-level: the first part (held as
+  above) finds ``k × k_factor`` candidates, which are re-scored with finer codes kept in a memory-mapped file
+  beside the index (``refine.py``). faiss's own ``IndexRefine`` is never built: it numbers vectors itself
+  and implements neither ``add_with_ids`` nor ``remove_ids``.
 
 Two faiss behaviours shape the rest: 8-bit PQ codecs skip faiss's default polysemous training (~5 s per
 sub-quantizer, used only by Hamming-filtered search, which this module never does); and an IVF index
 loaded memory-mapped is read-only, because faiss cannot modify on-disk lists and a failed add leaves the
-index crashing the process on its next search.
+index crashing the process on its next search. Reading and writing the files is ``faiss_files.py``, the
+parts of a search around ``index.search`` ``faiss_search.py``, the GPU copy ``faiss_gpu.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import faiss
 import numpy as np
 
-from ..errors import IndexFormatError, IndexSpecError, InvalidInputError, MissingDependencyError
-from ..storage.layout import fsync_path
-from .arrays import as_ids, as_matrix, few_query_threads, positive_int
+from ..errors import IndexSpecError, InvalidInputError
+from .arrays import as_ids, as_matrix, check_new_ids, few_query_threads, positive_int
 from .base import Capabilities, IdFilter, search_params
+from .faiss_files import adopt_loaded, file_signature, fsync_folder_of, read_index_file, write_index_file
+from .faiss_gpu import GPU_MAX_K, GpuMirror, want_gpu
+from .faiss_search import id_selection, rescore, search_parameters
+from .refine import RefineCodes, refine_path
 from .specs import (
-    _GPU_MAX_K,
-    MIN_POINTS_PER_LIST,
+    DEFAULT_K_FACTOR,
     build_faiss_index,
+    check_training_size,
     default_nprobe,
     faiss_reason,
-    has_refine,
     ivf_of,
     resolve_auto_spec,
+    split_refine,
     uses_block_lists,
 )
 
@@ -67,7 +71,8 @@ class FaissVectorStore:
     knob, defaulting to :func:`default_nprobe`. With ``use_gpu`` None a GPU is used when faiss sees one:
     searches then run on a GPU clone made lazily and dropped on every add/remove; the CPU index is the one
     saved. Filtered searches always run on the CPU. Search knobs go in ``params``: ``nprobe`` (IVF),
-    ``efSearch`` (HNSW).
+    ``efSearch`` (HNSW), ``k_factor`` (two-level specs: ``k × k_factor`` candidates are re-ranked). The
+    defaults of ``nprobe`` and ``k_factor`` are the store's own (``calibration.py`` chooses them for an index).
 
     Not thread-safe for writes: concurrent searches are fine, but ``add``/``remove``/``save`` must not
     overlap any other call; the caller holds the lock.
@@ -78,14 +83,18 @@ class FaissVectorStore:
             raise IndexSpecError(f"index spec must be a faiss factory string or 'auto', got {spec!r}")
         self._dim = positive_int(dim, "dim")
         self._spec = spec.strip()
-        self._index: faiss.Index | None = None if self._spec == "auto" else build_faiss_index(self._spec, self._dim)
+        self._index: faiss.Index | None = None
+        self._refine: RefineCodes | None = None  # re-ranking codes, one row per id in self._ids
+        if self._spec != "auto":
+            self._build(self._spec)
         self._ids = np.empty(0, dtype=np.int64)  # sorted ids present in the index
         self._nprobe: int | None = None
+        self._k_factor: int | None = None
+        self.calibration: dict[str, Any] | None = None
+        """How ``nprobe`` / ``k_factor`` were chosen (``calibration.py``), saved in the index's version record."""
         self._mapped_from: tuple[str, tuple[int, int, int]] | None = None  # (path, stat) when mmapped read-only
-        self._use_gpu = self._want_gpu(use_gpu)
-        self._gpu_index: faiss.Index | None = None
-        self._gpu_resources = None
-        self._gpu_failed = False
+        self._use_gpu = want_gpu(use_gpu)
+        self._gpu = GpuMirror()
 
     # ---------------------------------------------------------------- properties
     @property
@@ -115,7 +124,13 @@ class FaissVectorStore:
 
     @property
     def is_trained(self) -> bool:
-        return self._index is not None and bool(self._index.is_trained)
+        return (self._index is not None and bool(self._index.is_trained)
+                and (self._refine is None or self._refine.is_trained))
+
+    @property
+    def refined(self) -> bool:
+        """True for a two-level spec (``...,Refine(SQ8)``): candidates are re-ranked with finer codes."""
+        return self._refine is not None
 
     @property
     def read_only(self) -> bool:
@@ -144,6 +159,26 @@ class FaissVectorStore:
     def nprobe(self, value: int | None) -> None:
         self._nprobe = None if value is None else positive_int(value, "nprobe")
 
+    @property
+    def k_factor(self) -> int | None:
+        """Candidates re-ranked per result (two-level specs only; None otherwise); set None for the default."""
+        if self._refine is None:
+            return None
+        return self._k_factor if self._k_factor is not None else DEFAULT_K_FACTOR
+
+    @k_factor.setter
+    def k_factor(self, value: int | None) -> None:
+        self._k_factor = None if value is None else positive_int(value, "k_factor")
+
+    def search_record(self) -> dict[str, Any]:
+        """What an index records of its search knobs: ``nprobe`` / ``k_factor`` as set (None: the default) and
+        the ``calibration`` that chose them."""
+        return {"nprobe": self._nprobe, "k_factor": self._k_factor, "calibration": self.calibration}
+
+    def search_defaults(self) -> dict[str, int]:
+        """The knobs set on this store, as ``search(params=...)`` takes them (what its segments search with)."""
+        return {key: value for key, value in (("nprobe", self._nprobe), ("k_factor", self._k_factor)) if value is not None}
+
     def __repr__(self) -> str:
         return f"FaissVectorStore(dim={self._dim}, spec={self._spec!r}, ntotal={self.ntotal})"
 
@@ -154,21 +189,13 @@ class FaissVectorStore:
         if len(x) == 0:
             raise IndexSpecError(f"cannot train index spec {self._spec!r} on 0 vectors; pass the corpus vectors")
         self._resolve(len(x))
-        if self._index.is_trained:
+        if self.is_trained:
             return
-        ivf = ivf_of(self._index)
-        if ivf is not None and len(x) < ivf.nlist:
-            raise IndexSpecError(
-                f"index spec {self._spec!r}: IVF{ivf.nlist} needs at least {ivf.nlist} vectors to train, "
-                f"got {len(x)}: use 'auto' or fewer lists"
-            )
-        if ivf is not None and len(x) < MIN_POINTS_PER_LIST * ivf.nlist:
-            logger.warning(
-                "index spec %r: %d training vectors is fewer than %d per list for IVF%d; clusters will be poor, "
-                "consider fewer lists", self._spec, len(x), MIN_POINTS_PER_LIST, ivf.nlist,
-            )
+        check_training_size(self._spec, self._ivf, len(x))
         try:
             self._index.train(x)
+            if self._refine is not None:
+                self._refine.train(x)
         except RuntimeError as exc:
             raise IndexSpecError(
                 f"cannot train index spec {self._spec!r} on {len(x)} vectors: {faiss_reason(exc)}; "
@@ -182,19 +209,15 @@ class FaissVectorStore:
         new_ids = as_ids(ids, expected=len(x))
         if len(x) == 0:
             return
-        unique, counts = np.unique(new_ids, return_counts=True)
-        if (counts > 1).any():
-            raise InvalidInputError(f"duplicate ids in one add: {unique[counts > 1][:5].tolist()}; ids must be unique")
-        clash = new_ids[np.isin(new_ids, self._ids)]
-        if len(clash):
-            raise InvalidInputError(
-                f"ids already in the index: {clash[:5].tolist()}; remove them first to replace their vectors"
-            )
+        check_new_ids(new_ids, self._ids)
         if not self.is_trained:
             self.train(x)
+        codes = None if self._refine is None else self._refine.encoded(x)
         self._index.add_with_ids(x, new_ids)
+        if codes is not None:
+            self._refine = self._refine.inserted(self._ids, new_ids, codes)
         self._ids = np.union1d(self._ids, new_ids)
-        self._gpu_index = None
+        self._gpu.drop()
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids``; returns how many were present (absent ids are not counted, not an error)."""
@@ -215,8 +238,10 @@ class FaissVectorStore:
                 "rebuild with 'Flat' or an IVF spec to remove vectors"
             ) from exc
         assert removed == len(present), (removed, len(present))
+        if self._refine is not None:
+            self._refine = self._refine.without(~np.isin(self._ids, present, assume_unique=True))
         self._ids = np.setdiff1d(self._ids, present, assume_unique=True)
-        self._gpu_index = None
+        self._gpu.drop()
         return removed
 
     # ---------------------------------------------------------------- searching
@@ -233,70 +258,44 @@ class FaissVectorStore:
         """Top-``k`` (scores, ids), each (n, k); a 1-D query gives (1, k). Missing results: id -1, score -inf.
 
         ``filter`` (an :class:`IdFilter`) keeps only allowed ids and never returns excluded ones.
-        ``params``: ``nprobe`` (IVF lists probed), ``efSearch`` (HNSW). ``rescore_vectors(ids) -> (len(ids), dim)``
+        ``params``: ``nprobe`` (IVF lists probed), ``efSearch`` (HNSW), ``k_factor`` (two-level specs:
+        ``k * k_factor`` candidates are re-scored with the re-ranking codes). ``rescore_vectors(ids) -> (len(ids), dim)``
         turns on exact re-ranking: ``k * rescore_factor`` candidates are fetched and re-scored by inner product
-        with the vectors it returns (in the order of the ids given). HNSW explores only ``efSearch`` nodes, so a
-        narrow filter may return fewer than k results.
+        with the vectors it returns (in the order of the ids given; it replaces a two-level spec's own codes).
+        HNSW explores only ``efSearch`` nodes, so a narrow filter may return fewer than k results.
         """
         k = positive_int(k, "k")
         rescore_factor = positive_int(rescore_factor, "rescore_factor")
-        knobs = search_params(params, ("nprobe", "efSearch"), "faiss")
+        knobs = search_params(params, ("nprobe", "efSearch", "k_factor"), "faiss")
+        if rescore_vectors is None and self._refine is not None:
+            rescore_vectors = self._refine_vectors
+            rescore_factor = positive_int(knobs["k_factor"], "k_factor") if knobs.get("k_factor") is not None else self.k_factor
         q = as_matrix(queries, self._dim, "queries", allow_1d=True)
         probe = None if knobs.get("nprobe") is None else positive_int(knobs["nprobe"], "nprobe")
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         ids = np.full((len(q), k), -1, dtype=np.int64)
-        if filter is not None and not isinstance(filter, IdFilter):
-            raise InvalidInputError(
-                "the FAISS backend filters by id only: resolve metadata filters to ids first (IdFilter)"
-            )
-        allowed = excluded = None
-        if filter is not None and filter.allowed is not None:
-            allowed = filter.allowed[np.isin(filter.allowed, self._ids, assume_unique=True)]
-        if filter is not None and filter.excluded is not None:
-            excluded = filter.excluded
-        available = self.ntotal if allowed is None else len(allowed)
-        if excluded is not None and allowed is None:
-            present = filter.cache.get("present")
-            if present is None:
-                present = filter.cache["present"] = int(np.isin(excluded, self._ids, assume_unique=True).sum())
-            available -= present
+        selector, available, keep_alive = id_selection(filter, self._ids)
         if len(q) == 0 or available <= 0:
             return scores, ids
         fetch = min(available, k if rescore_vectors is None else k * rescore_factor)
+        allowed = keep_alive[0] if filter is not None and filter.allowed is not None else None
         if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT and rescore_vectors is None:
             if self._exact_search(q, k, allowed, scores, ids):
                 return scores, ids
-        keep_alive: list[Any] = []  # faiss selectors hold raw pointers: keep their Python objects alive
-        selector = None
-        if allowed is not None:
-            selector = faiss.IDSelectorBatch(allowed)
-            keep_alive.append(allowed)
-        elif excluded is not None:
-            # deletion markers are the same for every search of a snapshot: build their selector once
-            cached = filter.cache.get("faiss")
-            if cached is None:
-                inner = faiss.IDSelectorBatch(excluded)
-                cached = filter.cache["faiss"] = (faiss.IDSelectorNot(inner), inner, excluded)
-            selector = cached[0]
-        ivf = self._ivf
-        if ivf is not None:
-            lists = probe or self.nprobe
-            if allowed is not None:  # probe as many more lists as the filter is narrow: as many allowed candidates
-                lists = int(np.ceil(lists * self.ntotal / max(1, len(allowed))))
-            search_args = faiss.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, lists))
-        elif knobs.get("efSearch") is not None and hasattr(faiss, "SearchParametersHNSW"):
-            search_args = faiss.SearchParametersHNSW(sel=selector, efSearch=positive_int(knobs["efSearch"], "efSearch"))
-        else:
-            search_args = None if selector is None else faiss.SearchParameters(sel=selector)
+        lists = probe or self.nprobe or 1
+        if allowed is not None and self._ivf is not None:  # probe as many more lists as the filter is narrow
+            lists = int(np.ceil(lists * self.ntotal / max(1, len(allowed))))
+        ef_search = None if knobs.get("efSearch") is None else positive_int(knobs["efSearch"], "efSearch")
+        search_args = search_parameters(self._ivf, selector, lists, ef_search)
         index = self._index
-        if self._use_gpu and selector is None and max(fetch, getattr(search_args, "nprobe", 0)) <= _GPU_MAX_K:
-            index = self._gpu_clone() or index
-        with few_query_threads(len(q)):
+        if self._use_gpu and selector is None and max(fetch, getattr(search_args, "nprobe", 0)) <= GPU_MAX_K:
+            index = self._gpu.index_for(self._index, self._spec) or index
+        with few_query_threads(len(q)):  # decoding re-ranking codes is OpenMP-parallel in faiss too (n > 100)
             found_scores, found_ids = index.search(q, fetch, params=search_args)
-        del keep_alive
-        found_scores[found_ids < 0] = -np.inf
-        if rescore_vectors is not None:
-            found_scores, found_ids = self._rescore(q, found_ids, rescore_vectors)
+            del keep_alive
+            found_scores[found_ids < 0] = -np.inf
+            if rescore_vectors is not None:
+                found_scores, found_ids = rescore(q, found_ids, rescore_vectors, self._dim)
         m = min(k, found_ids.shape[1])
         scores[:, :m] = found_scores[:, :m]
         ids[:, :m] = found_ids[:, :m]
@@ -330,6 +329,8 @@ class FaissVectorStore:
             raise InvalidInputError(f"ids not in the index: {missing[:5].tolist()}")
         if self._index is None or not len(wanted):
             return np.zeros((len(wanted), self._dim), dtype=np.float32)
+        if self._refine is not None:
+            return self._refine_vectors(wanted)
         ivf = ivf_of(self._index)
         if ivf is not None and uses_block_lists(ivf):
             raise InvalidInputError(f"index spec {self._spec!r} (fast-scan) cannot return stored vectors")
@@ -343,7 +344,8 @@ class FaissVectorStore:
     @property
     def capabilities(self) -> Capabilities:
         ivf = None if self._index is None else ivf_of(self._index)
-        return Capabilities(delete=True, metadata_filter=False, mmap=ivf is not None, gpu=self._use_gpu)
+        return Capabilities(delete=True, metadata_filter=False, mmap=ivf is not None or self._refine is not None,
+                            gpu=self._use_gpu)
 
     def empty_like(self) -> FaissVectorStore:
         """A store with this one's trained codebooks (IVF centroids, quantizer ranges) and no vectors."""
@@ -353,7 +355,9 @@ class FaissVectorStore:
         clone = faiss.clone_index(source)
         clone.reset()
         obj = FaissVectorStore(self._dim, "auto", use_gpu=self._use_gpu)
-        obj._index, obj._spec, obj._nprobe = clone, self._spec, self._nprobe
+        obj._index, obj._spec, obj._nprobe, obj._k_factor = clone, self._spec, self._nprobe, self._k_factor
+        obj._refine = None if self._refine is None else self._refine.empty_like()
+        obj.calibration = self.calibration
         inner = ivf_of(clone)
         if inner is not None and not uses_block_lists(inner) and inner.direct_map.type != faiss.DirectMap.Hashtable:
             inner.set_direct_map_type(faiss.DirectMap.Hashtable)
@@ -361,39 +365,11 @@ class FaissVectorStore:
 
     @classmethod
     def merged(cls, template: FaissVectorStore, parts: Sequence[tuple[FaissVectorStore, np.ndarray | None]]) -> FaissVectorStore:
-        """One store holding every vector of ``parts`` except each part's excluded ids (sorted arrays).
+        """One store holding every vector of ``parts`` except each part's excluded ids (sorted arrays); see
+        :func:`~deepseek_rag.vectors.faiss_merge.merge_stores`."""
+        from .faiss_merge import merge_stores
 
-        IVF parts share ``template``'s trained centroids and move their codes over (``merge_from``); other
-        indexes are rebuilt from their stored vectors (exact for Flat and HNSW).
-        """
-        out = template.empty_like()
-        ivf = None if out._index is None else ivf_of(out._index)
-        hashtable = ivf is not None and not uses_block_lists(ivf)
-        if hashtable:
-            ivf.set_direct_map_type(faiss.DirectMap.NoMap)  # faiss merges IVF lists only without direct maps
-        dropped = []
-        for part, excluded in parts:
-            if not len(part):
-                continue
-            if ivf is not None:
-                source = faiss.clone_index(part._in_memory_index())
-                source_ivf = ivf_of(source)
-                if not uses_block_lists(source_ivf):
-                    source_ivf.set_direct_map_type(faiss.DirectMap.NoMap)
-                out._index.merge_from(source, 0)
-                out._ids = np.union1d(out._ids, part._ids)
-                if excluded is not None and len(excluded):
-                    dropped.append(excluded[np.isin(excluded, part._ids)])
-            else:
-                keep = part._ids if excluded is None else np.setdiff1d(part._ids, excluded, assume_unique=True)
-                if len(keep):
-                    out.add(keep, part.fetch(keep))
-        if hashtable:
-            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-        if dropped:
-            out.remove(np.concatenate(dropped))
-        out._gpu_index = None
-        return out
+        return merge_stores(template, parts)
 
     def _in_memory_index(self) -> faiss.Index:
         """The faiss index itself, read fully into memory when it is memory-mapped."""
@@ -401,56 +377,45 @@ class FaissVectorStore:
             return self._index
         return faiss.read_index(self._mapped_from[0])
 
-    def _rescore(
-        self, q: np.ndarray, candidates: np.ndarray, fetch_vectors: Callable[[np.ndarray], np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        valid = candidates >= 0
-        unique, inverse = np.unique(candidates[valid], return_inverse=True)
-        exact = np.full(candidates.shape, -np.inf, dtype=np.float32)
-        if len(unique):
-            vectors = np.asarray(fetch_vectors(unique), dtype=np.float32)
-            if vectors.shape != (len(unique), self._dim):
-                raise InvalidInputError(
-                    f"rescore_vectors returned shape {vectors.shape} for {len(unique)} ids; "
-                    f"it must return one {self._dim}-dim vector per id, in the order given"
-                )
-            rows = np.nonzero(valid)[0]
-            exact[valid] = np.einsum("ij,ij->i", vectors[inverse.ravel()], q[rows])
-        order = np.argsort(-exact, axis=1, kind="stable")
-        return np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)
+    def _refine_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The re-ranking codes of ``ids`` (held by this store), decoded."""
+        rows = np.searchsorted(self._ids, ids)
+        assert len(rows) == 0 or (rows.max() < len(self._ids) and (self._ids[rows] == ids).all()), "ids not held"
+        return self._refine.decode(rows)
 
     # ---------------------------------------------------------------- persistence
     def nbytes(self) -> int:
-        """Size of the index file :meth:`save` writes (serialises the index to measure it)."""
+        """Size of the files :meth:`save` writes (the index, and the re-ranking codes of a two-level spec)."""
         if self._mapped_from is not None:
-            return os.path.getsize(self._mapped_from[0])
-        return 0 if self._index is None else int(faiss.serialize_index(self._index).nbytes)
+            size = os.path.getsize(self._mapped_from[0])
+        else:
+            size = 0 if self._index is None else int(faiss.serialize_index(self._index).nbytes)
+        return size + (0 if self._refine is None else self._refine.file_nbytes())
+
+    def ram_nbytes(self) -> int:
+        """Bytes a search needs resident in RAM: the index (memory-mapped IVF lists too: every query scans
+        ``nprobe`` of them, so they end up in the page cache) and the sorted ids; a two-level spec's re-ranking
+        codes only when they are not memory-mapped (a query reads ``k × k_factor`` scattered rows of them)."""
+        if self._index is None:
+            return 0
+        if self._mapped_from is not None:
+            size = os.path.getsize(self._mapped_from[0])
+        else:
+            size = int(faiss.serialize_index(self._index).nbytes)
+        return size + int(self._ids.nbytes) + (0 if self._refine is None else self._refine.ram_nbytes())
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the index to ``path`` atomically: a temporary file beside it, fsync, rename over."""
+        """Write the index to ``path`` atomically: a temporary file beside it, fsync, rename over. A two-level
+        spec's re-ranking codes go to ``path`` with the suffix ``.refine``, written (atomically) first."""
         if self._index is None:
             raise InvalidInputError(f"nothing to save to {os.fspath(path)}: the 'auto' index is not built; add vectors first")
         path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            if self._mapped_from is not None:
-                # a mmapped index would be written as a stub pointing at its source file: copy the source instead
-                source, signature = self._mapped_from
-                if self._file_signature(source) != signature:
-                    raise IndexFormatError(
-                        f"{source} changed on disk since this index was memory-mapped from it; load it again"
-                    )
-                shutil.copyfile(source, tmp)
-            else:
-                faiss.write_index(self._index, tmp)
-            fsync_path(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        if os.name == "posix":  # make the rename itself durable
-            fsync_path(os.path.dirname(os.path.abspath(path)))
+        if self._refine is not None:
+            self._refine.save(refine_path(path), self._ids)
+        write_index_file(self._index, path, self._mapped_from)
+        if self._refine is None and refine_path(path).exists():  # left by a two-level index saved here before
+            refine_path(path).unlink()
+        fsync_folder_of(path)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, mmap: bool = True, use_gpu: bool | None = None) -> FaissVectorStore:
@@ -458,72 +423,32 @@ class FaissVectorStore:
 
         With ``mmap`` an IVF index's lists stay on disk (memory-mapped); faiss cannot modify such lists
         (a failed add leaves the index unusable), so the store is read-only. ``mmap=False`` reads it into
-        memory so ``add``/``remove`` work. Non-IVF indexes are always read into memory.
+        memory so ``add``/``remove`` work. Non-IVF indexes are always read into memory. A two-level spec's
+        re-ranking codes are memory-mapped with ``mmap`` (read-only; an add or remove copies them to memory).
         """
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise IndexFormatError(f"no index file at {path}; check the path or rebuild the index")
-        flags = faiss.IO_FLAG_MMAP if mmap else 0
-        try:
-            index = faiss.read_index(path, flags)
-        except RuntimeError as exc:
-            raise IndexFormatError(
-                f"cannot read the FAISS index at {path} ({faiss_reason(exc)}): the file is truncated or not "
-                "a FAISS index; rebuild the index"
-            ) from exc
+        index = read_index_file(path, mmap)
         obj = cls(int(index.d), "auto", use_gpu=use_gpu)
         obj._index = index
-        obj._adopt_loaded(path)
+        obj._ids, mapped, obj._spec = adopt_loaded(index, path)
+        if mapped:
+            obj._mapped_from = (path, file_signature(path))
+        if refine_path(path).is_file():
+            obj._refine = RefineCodes.open(refine_path(path), obj._ids, mmap_codes=mmap)
+            obj._spec = f"{obj._spec},Refine({obj._refine.codec_spec})"
         return obj
 
-    def _adopt_loaded(self, path: str) -> None:
-        index = self._index
-        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise IndexFormatError(f"the FAISS index at {path} does not use inner product; rebuild the index")
-        inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-        ivf = ivf_of(inner)
-        if has_refine(inner) or (isinstance(index, faiss.IndexIDMap) and ivf is not None):
-            raise IndexFormatError(f"the FAISS index at {path} wraps IVF or refinement in IndexIDMap; rebuild the index")
-        if isinstance(index, faiss.IndexIDMap):
-            self._ids = np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
-        elif ivf is not None:
-            self._ids = np.sort(self._ivf_ids(ivf))
-            if not uses_block_lists(ivf) and ivf.direct_map.type != faiss.DirectMap.Hashtable:
-                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-            if isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists):
-                self._mapped_from = (path, self._file_signature(path))
-        else:
-            raise IndexFormatError(f"the FAISS index at {path} holds no caller ids; rebuild it with FaissVectorStore")
-        try:
-            from faiss.contrib.factory_tools import reverse_index_factory
-
-            self._spec = reverse_index_factory(inner)
-        except Exception:  # noqa: BLE001 - a description only; unknown layouts keep a generic name
-            self._spec = type(inner).__name__
-
-    @staticmethod
-    def _ivf_ids(ivf: faiss.IndexIVF) -> np.ndarray:
-        parts = [np.empty(0, dtype=np.int64)]
-        invlists = ivf.invlists
-        for list_no in range(ivf.nlist):
-            size = invlists.list_size(list_no)
-            if size:
-                ptr = invlists.get_ids(list_no)
-                parts.append(faiss.rev_swig_ptr(ptr, size).astype(np.int64))
-                invlists.release_ids(list_no, ptr)
-        return np.concatenate(parts)
-
-    @staticmethod
-    def _file_signature(path: str) -> tuple[int, int, int]:
-        st = os.stat(path)
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
-
     # ---------------------------------------------------------------- helpers
+    def _build(self, spec: str) -> None:
+        base, codec = split_refine(spec)
+        self._index = build_faiss_index(base, self._dim, full_spec=spec)
+        self._refine = None if codec is None else RefineCodes.new(codec, self._dim, spec)
+
     def _resolve(self, n_vectors: int) -> None:
         if self._index is None:
             self._spec = resolve_auto_spec(n_vectors, self._dim)
             logger.info("index spec 'auto' resolved to %r for %d vectors", self._spec, n_vectors)
-            self._index = build_faiss_index(self._spec, self._dim)
+            self._build(self._spec)
 
     def _check_writable(self) -> None:
         if self._mapped_from is not None:
@@ -531,27 +456,6 @@ class FaissVectorStore:
                 f"this index is memory-mapped read-only from {self._mapped_from[0]}; "
                 "open it with FaissVectorStore.open(path, mmap=False) to add or remove vectors"
             )
-
-    @staticmethod
-    def _want_gpu(use_gpu: bool | None) -> bool:
-        gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
-        if use_gpu and gpus == 0:
-            raise MissingDependencyError(
-                "use_gpu=True but faiss sees no GPU: install the 'gpu' extra (pip install 'deepseek-rag[gpu]') "
-                "on a CUDA machine, or pass use_gpu=None"
-            )
-        return gpus > 0 if use_gpu is None else bool(use_gpu)
-
-    def _gpu_clone(self) -> faiss.Index | None:
-        if self._gpu_index is None and not self._gpu_failed:
-            try:
-                if self._gpu_resources is None:
-                    self._gpu_resources = faiss.StandardGpuResources()
-                self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
-            except (RuntimeError, AttributeError) as exc:
-                logger.warning("cannot move index %r to the GPU (%s); searching on the CPU", self._spec, exc)
-                self._gpu_failed = True
-        return self._gpu_index
 
 
 VectorIndex = FaissVectorStore

@@ -20,17 +20,19 @@ logger = logging.getLogger(__name__)
 AUTO_IVF_THRESHOLD = 50_000
 """``"auto"`` builds exact ``"Flat"`` below this many vectors and a quantized IVF index from it on."""
 
-AUTO_IVF_CODEC = "SQ8"
-"""Codec of the ``"auto"`` IVF index: 8-bit scalar quantization (one byte per dimension, 1/4 of Flat's bytes).
-Measured by benchmarks/scale.py on vectors drawn like real all-MiniLM-L6-v2 chunk vectors, it reaches
-Recall@10 ≥ 0.95 against exact search at 10k, 100k and 1M vectors (1M: 0.972 at nprobe 128, p99 12.8 ms,
-495 MB RSS on 2 cores), while 4-bit fast-scan PQ (``PQ{dim/2}x4fs``, 1/13 of the bytes) stalls at 0.53-0.73
-even probing every list. On SciFact both keep ~98% of Flat's nDCG@10 (benchmarks/scifact_core.py)."""
+AUTO_IVF_CODEC = "PQ{half}x4fs,Refine(SQ8)"
+"""Codec of the ``"auto"`` IVF index (``{half}`` = dim/2): two-level, 4-bit fast-scan PQ in RAM (dim/2 bytes a
+vector) re-ranked with SQ8 codes memory-mapped from disk, ``nprobe`` and ``k_factor`` calibrated at build time.
+benchmarks/scale.py, 1M vectors drawn like real all-MiniLM-L6-v2 chunk vectors, 2 busy cores: Recall@10 0.968
+at nprobe 128, k_factor 16 (p50 0.8 ms, p99 6.6 ms) with 125 B/chunk in RAM, where ``SQ8`` (the codec before
+it) holds 422 B/chunk for 0.973 (p50 3.1 ms, p99 8.8 ms). An odd ``dim`` gets :data:`FALLBACK_IVF_CODEC`.
+On a GPU, fast-scan codes cannot move to the device: pass ``IVF...,SQ8`` there."""
+
+FALLBACK_IVF_CODEC = "SQ8"
+"""The ``"auto"`` IVF codec for an odd dimension (no dim/2 sub-quantizers): 8-bit scalar quantization."""
 
 MIN_POINTS_PER_LIST = 39
 """FAISS k-means wants at least this many training vectors per IVF list."""
-
-_GPU_MAX_K = 2048  # faiss GPU search refuses larger k or nprobe; such searches run on the CPU index
 
 
 def suggest_nlist(n_vectors: int) -> int:
@@ -47,7 +49,22 @@ def resolve_auto_spec(n_vectors: int, dim: int) -> str:
     """The factory string ``"auto"`` stands for with ``n_vectors`` vectors of ``dim`` dimensions."""
     if n_vectors < AUTO_IVF_THRESHOLD:
         return "Flat"
-    return f"IVF{suggest_nlist(n_vectors)},{AUTO_IVF_CODEC}"
+    codec = AUTO_IVF_CODEC.format(half=dim // 2) if dim % 2 == 0 else FALLBACK_IVF_CODEC
+    return f"IVF{suggest_nlist(n_vectors)},{codec}"
+
+
+def check_training_size(spec: str, ivf: faiss.IndexIVF | None, n_vectors: int) -> None:
+    """Refuse fewer training vectors than IVF lists; warn below :data:`MIN_POINTS_PER_LIST` per list."""
+    if ivf is not None and n_vectors < ivf.nlist:
+        raise IndexSpecError(
+            f"index spec {spec!r}: IVF{ivf.nlist} needs at least {ivf.nlist} vectors to train, "
+            f"got {n_vectors}: use 'auto' or fewer lists"
+        )
+    if ivf is not None and n_vectors < MIN_POINTS_PER_LIST * ivf.nlist:
+        logger.warning(
+            "index spec %r: %d training vectors is fewer than %d per list for IVF%d; clusters will be poor, "
+            "consider fewer lists", spec, n_vectors, MIN_POINTS_PER_LIST, ivf.nlist,
+        )
 
 
 def default_nprobe(nlist: int) -> int:
@@ -58,6 +75,23 @@ def default_nprobe(nlist: int) -> int:
     nDCG@10 at 32 lists.
     """
     return min(nlist, max(32, nlist // 32))
+
+
+DEFAULT_K_FACTOR = 8
+"""Re-rank depth of a two-level spec (``k × k_factor`` candidates re-scored) when no calibration chose one:
+benchmarks/index_specs.py (100k vectors like real MiniLM ones, PQ192x4fs first pass, SQ8 codes) gained
+nothing past 8."""
+
+_REFINE_SUFFIX = re.compile(r",(?:RFlat|Refine\(([^()]*)\))$")
+
+
+def split_refine(spec: str) -> tuple[str, str | None]:
+    """(first-pass spec, re-ranking codec or None): ``"IVF4096,PQ192x4fs,Refine(SQ8)"`` gives
+    ``("IVF4096,PQ192x4fs", "SQ8")``; faiss's ``",RFlat"`` is ``",Refine(Flat)"`` (exact re-ranking)."""
+    match = _REFINE_SUFFIX.search(spec)
+    if match is None:
+        return spec, None
+    return spec[: match.start()], (match.group(1) if match.group(1) is not None else "Flat").strip()
 
 
 def faiss_reason(exc: BaseException) -> str:
@@ -96,20 +130,23 @@ def _skip_polysemous_training(index: faiss.Index) -> None:
             part.do_polysemous_training = False
 
 
-def build_faiss_index(spec: str, dim: int) -> faiss.Index:
+def build_faiss_index(spec: str, dim: int, *, full_spec: str | None = None) -> faiss.Index:
+    """The faiss index of ``spec``, ready to hold caller ids; ``full_spec`` (the spec with its ``Refine(...)``
+    part, when ``spec`` is a two-level spec's first pass) is what errors name."""
+    shown = full_spec or spec
     if "IDMap" in spec:
-        raise IndexSpecError(f"index spec {spec!r}: VectorIndex manages ids itself; drop 'IDMap' from the spec")
+        raise IndexSpecError(f"index spec {shown!r}: VectorIndex manages ids itself; drop 'IDMap' from the spec")
     try:
         index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         raise IndexSpecError(
-            f"cannot build index spec {spec!r} for {dim}-dim vectors: {faiss_reason(exc)}; "
+            f"cannot build index spec {shown!r} for {dim}-dim vectors: {faiss_reason(exc)}; "
             "fix the factory string or use 'auto'"
         ) from exc
     if has_refine(index):
         raise IndexSpecError(
-            f"index spec {spec!r}: refinement (',RFlat' / ',Refine(...)') numbers vectors itself, so it can "
-            "neither keep caller ids nor delete; drop it and pass rescore_vectors= to search() instead"
+            f"index spec {shown!r}: refinement (',RFlat' / ',Refine(...)') is supported once, at the end of the "
+            "spec (e.g. 'IVF1024,PQ192x4fs,Refine(SQ8)')"
         )
     _skip_polysemous_training(index)
     ivf = ivf_of(index)

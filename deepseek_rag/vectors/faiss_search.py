@@ -1,0 +1,74 @@
+"""The parts of a FAISS search around ``index.search``: an :class:`IdFilter` as a faiss selector, the per-call
+search parameters, and the re-scoring of candidates with finer vectors (two-level specs, ``rescore_vectors``).
+
+Plain functions used by :class:`~deepseek_rag.vectors.faiss_store.FaissVectorStore`; they hold no state
+beyond what a filter caches for the searches of one snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import faiss
+import numpy as np
+
+from ..errors import InvalidInputError
+from .base import IdFilter
+
+
+def id_selection(filter: IdFilter | None, held: np.ndarray) -> tuple[Any, int, list[Any]]:
+    """(faiss selector or None, how many held ids it lets through, objects to keep alive during the search).
+
+    ``held`` are the store's sorted ids. faiss selectors hold raw pointers, so the arrays they point into must
+    outlive the search: the third value keeps them. Deletion markers (``excluded``) are the same for every
+    search of a snapshot, so their selector is built once and cached on the filter.
+    """
+    if filter is None:
+        return None, len(held), []
+    if not isinstance(filter, IdFilter):
+        raise InvalidInputError("the FAISS backend filters by id only: resolve metadata filters to ids first (IdFilter)")
+    if filter.allowed is not None:
+        allowed = filter.allowed[np.isin(filter.allowed, held, assume_unique=True)]
+        return faiss.IDSelectorBatch(allowed), len(allowed), [allowed]
+    if filter.excluded is None:
+        return None, len(held), []
+    excluded = filter.excluded
+    present = filter.cache.get("present")
+    if present is None:
+        present = filter.cache["present"] = int(np.isin(excluded, held, assume_unique=True).sum())
+    cached = filter.cache.get("faiss")
+    if cached is None:
+        inner = faiss.IDSelectorBatch(excluded)
+        cached = filter.cache["faiss"] = (faiss.IDSelectorNot(inner), inner, excluded)
+    return cached[0], len(held) - present, [cached]
+
+
+def search_parameters(ivf: faiss.IndexIVF | None, selector: Any, nprobe: int, ef_search: int | None) -> Any:
+    """faiss's per-call parameters: lists probed (IVF), nodes explored (HNSW), the id selector."""
+    if ivf is not None:
+        return faiss.SearchParametersIVF(sel=selector, nprobe=min(ivf.nlist, nprobe))
+    if ef_search is not None and hasattr(faiss, "SearchParametersHNSW"):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=ef_search)
+    return None if selector is None else faiss.SearchParameters(sel=selector)
+
+
+def rescore(
+    q: np.ndarray, candidates: np.ndarray, fetch_vectors: Callable[[np.ndarray], np.ndarray], dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``candidates`` (n, c; -1 for none) re-scored by inner product with the vectors ``fetch_vectors(ids)``
+    returns for their sorted unique ids, best first."""
+    valid = candidates >= 0
+    unique, inverse = np.unique(candidates[valid], return_inverse=True)
+    exact = np.full(candidates.shape, -np.inf, dtype=np.float32)
+    if len(unique):
+        vectors = np.asarray(fetch_vectors(unique), dtype=np.float32)
+        if vectors.shape != (len(unique), dim):
+            raise InvalidInputError(
+                f"rescore_vectors returned shape {vectors.shape} for {len(unique)} ids; "
+                f"it must return one {dim}-dim vector per id, in the order given"
+            )
+        rows = np.nonzero(valid)[0]
+        exact[valid] = np.einsum("ij,ij->i", vectors[inverse.ravel()], q[rows])
+    order = np.argsort(-exact, axis=1, kind="stable")
+    return np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)
