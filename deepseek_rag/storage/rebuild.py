@@ -49,7 +49,7 @@ def with_vector_spec(snapshot: Snapshot, spec: str, nprobe: int | None = None) -
         store_vectors.add(ids[mine], vectors[mine])
         segment = Segment(state.segment.name, state.segment.store, store_vectors, state.segment.postings)
         states.append(SegmentState(segment, state.deleted, state.deleted_documents))
-    return snapshot.derive(states, template=template, version=None, trained_file=None)
+    return snapshot.derive(states, template=template, version=None, trained_file=None, milvus=None)
 
 
 def with_sparse(snapshot: Snapshot, config: SparseConfig | None) -> Snapshot:
