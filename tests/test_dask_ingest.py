@@ -4,6 +4,7 @@ while the rest are indexed; an address with no scheduler is a clear error."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,9 @@ from test_milvus_index import corpus, settings
 from deepseek_rag import Document, DocumentIndex
 from deepseek_rag.encoding.dual_encoder import DualEncoder, EncoderConfig
 from deepseek_rag.errors import InvalidInputError
+from click.testing import CliRunner
+
+from deepseek_rag.cli import cli
 from deepseek_rag.ingest.distributed import DaskUnavailableError, parse_address, prepare_on_dask, split
 
 
@@ -114,20 +118,30 @@ def test_addresses_are_checked_and_a_silent_scheduler_is_a_clear_error(encoder):
     assert [len(p) for p in split(corpus(10), 3)] == [3, 4, 3]
 
 
-def test_cli_index_on_dask_into_milvus(cluster, tiny_model_dir, milvus_lite_uri, tmp_path):
-    import json
-
-    from click.testing import CliRunner
-
-    from deepseek_rag.cli import cli
-
-    local, _ = cluster
-    corpus_file = tmp_path / "corpus.jsonl"
-    docs = corpus(12)
-    with open(corpus_file, "w", encoding="utf-8") as handle:
+def write_corpus(path, docs, extra: str = "") -> None:
+    with open(path, "w", encoding="utf-8") as handle:
         for doc in docs:
             handle.write(json.dumps({"_id": doc.id, "title": doc.metadata["title"], "text": doc.text}) + "\n")
-        handle.write('{"_id": "bad", "text": "a lone surrogate \\ud800 here"}\n')
+        handle.write(extra)
+
+
+def kill_a_busy_worker(client, pids: dict, seen: dict, seconds: float = 60) -> None:
+    """Kill -9 the first worker seen processing a task; ``seen`` gets its address and the tasks it held."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        busy = {worker: tasks for worker, tasks in client.processing().items() if tasks}
+        if busy:
+            seen["victim"] = victim = next(iter(busy))
+            seen["held"] = list(busy[victim])
+            os.kill(pids[victim], signal.SIGKILL)
+            return
+        time.sleep(0.01)
+
+
+def test_cli_index_on_dask_into_milvus(cluster, tiny_model_dir, milvus_lite_uri, tmp_path):
+    local, _ = cluster
+    corpus_file = tmp_path / "corpus.jsonl"
+    write_corpus(corpus_file, corpus(12), '{"_id": "bad", "text": "a lone surrogate \\ud800 here"}\n')
     out = tmp_path / "cli.idx"
     result = CliRunner().invoke(cli, ["index", str(corpus_file), "--out", str(out), "--dask", local.scheduler_address,
                                       "--vectors", milvus_lite_uri, "--model", str(tiny_model_dir), "--dtype", "float32"])
@@ -157,17 +171,11 @@ def test_a_worker_killed_mid_run_is_retried_and_the_build_completes(cluster, enc
 
     runner = threading.Thread(target=build)
     runner.start()
-    victim = None
-    deadline = time.monotonic() + 60
-    while victim is None and time.monotonic() < deadline:
-        busy = {worker: tasks for worker, tasks in client.processing().items() if tasks}
-        if busy:
-            victim = next(iter(busy))
-            held = list(busy[victim])
-            os.kill(pids[victim], signal.SIGKILL)
-        time.sleep(0.01)
+    seen: dict = {}
+    kill_a_busy_worker(client, pids, seen)
     runner.join(timeout=180)
-    assert victim is not None and not runner.is_alive()
+    assert "victim" in seen and not runner.is_alive()
+    victim, held = seen["victim"], seen["held"]
     assert "error" not in outcome, outcome.get("error")
     prepared = outcome["prepared"]
     distributed = DocumentIndex(encoder, st)
@@ -180,3 +188,37 @@ def test_a_worker_killed_mid_run_is_retried_and_the_build_completes(cluster, enc
               f"the build completed: {len(prepared.batch.documents)} documents, {prepared.batch.chunk_count} chunks "
               f"from {prepared.partitions} partitions on workers {sorted(prepared.workers)}; chunks and vectors "
               "match the single-process build")
+
+
+def test_a_partition_the_cluster_gives_up_on_is_a_clear_error_and_the_old_version_stays(tiny_model_dir, tmp_path):
+    """With no retries allowed, killing a busy worker loses its partition: `index --overwrite` fails with one line
+    and the index directory still holds its previous version, whole (the driver writes only after the gather)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    corpus_file, out = tmp_path / "corpus.jsonl", tmp_path / "kept.idx"
+    write_corpus(corpus_file, corpus(8, seed=5))
+    model = ["--model", str(tiny_model_dir), "--dtype", "float32"]
+    assert CliRunner().invoke(cli, ["index", str(corpus_file), "--out", str(out), *model]).exit_code == 0
+    before = DocumentIndex.load(out)
+    old_rows, old_version = rows(before), before.info()["version"]
+    before.close()
+    write_corpus(corpus_file, corpus(40, seed=6))
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(local)
+    try:
+        seen: dict = {}
+        killer = threading.Thread(target=kill_a_busy_worker, args=(client, client.run(os.getpid), seen))
+        killer.start()
+        result = CliRunner().invoke(cli, ["index", str(corpus_file), "--out", str(out), "--overwrite",
+                                          "--dask", local.scheduler_address, *model])
+        killer.join(timeout=60)
+    finally:
+        client.close()
+        local.close()
+    assert "victim" in seen
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "Error: the Dask cluster gave up on a partition" in result.output and "nothing was written" in result.output
+    after = DocumentIndex.load(out)
+    assert after.info()["version"] == old_version and rows(after) == old_rows

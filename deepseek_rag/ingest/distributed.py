@@ -44,6 +44,11 @@ class DaskUnavailableError(DeepSeekRAGError, ConnectionError):
     """No Dask scheduler answers at the address given."""
 
 
+class PartitionLostError(DeepSeekRAGError, RuntimeError):
+    """The cluster gave up on a partition (its workers died more often than the scheduler allows); nothing was
+    written: the driver writes only after every partition is back."""
+
+
 @dataclass
 class PartitionResult:
     """What one worker sends back for one partition."""
@@ -175,6 +180,21 @@ def connect(address: str, timeout: float = DEFAULT_TIMEOUT) -> tuple[Any, Any, i
     return client, None, workers
 
 
+def results_of(future: Any, results: dict[int, PartitionResult], partitions: int) -> None:
+    """Store one finished partition in ``results``; a partition the cluster gave up on is a clear error."""
+    from distributed import KilledWorker
+
+    try:
+        result = future.result()
+    except KilledWorker as exc:
+        raise PartitionLostError(
+            f"the Dask cluster gave up on a partition ({len(results)} of {partitions} done): the workers running it "
+            f"died more often than the scheduler allows ({exc}); nothing was written — check the workers' memory "
+            "and logs, raise distributed.scheduler.allowed-failures, or run again"
+        ) from None
+    results[result.position] = result
+
+
 def split(documents: Sequence[Document], partitions: int) -> list[list[Document]]:
     """``documents`` in ``partitions`` consecutive runs of near-equal size (none empty)."""
     partitions = max(1, min(partitions, len(documents)))
@@ -210,8 +230,7 @@ def prepare_on_dask(
         show = progress if progress is not None else logger.isEnabledFor(logging.INFO)
         with tqdm(total=len(futures), desc="partitions", unit="partition", disable=not show) as bar:
             for future in as_completed(futures):
-                result = future.result()
-                results[result.position] = result
+                results_of(future, results, len(runs))
                 bar.update(1)
     finally:
         client.close()
