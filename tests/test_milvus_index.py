@@ -227,6 +227,34 @@ def test_an_ivf_sq8_index_is_built_per_segment(milvus_lite_uri, encoder, tmp_pat
     assert np.mean([len(set(a) & set(b)) for a, b in zip(found, truth)]) >= 4
 
 
+def test_a_large_batch_goes_in_blocks_and_brings_back_ids_only(built, encoder, monkeypatch):
+    """A batch search asks Milvus for ids only (not every field) and splits into blocks; same answer either way."""
+    import deepseek_rag.vectors.milvus as milvus_module
+
+    _, faiss_index, milvus_index = built[:3]
+    store = milvus_index.snapshot().states[0].segment.vectors
+    vectors = encoder.encode_queries([f"tenant notice {w}" for w in WORDS])
+    calls = []
+    real_search = store.client.search
+    monkeypatch.setattr(store.client, "search", lambda *a, **kw: calls.append(kw) or real_search(*a, **kw))
+    monkeypatch.setattr(milvus_module, "SEARCH_HITS_PER_CALL", 40)
+    scores, ids = store.search(vectors, 8)
+    assert len(calls) == -(-len(WORDS) // 5) and all(call["output_fields"] == ["id"] for call in calls)
+    expected = faiss_index.search_vectors(vectors, 8)
+    np.testing.assert_array_equal(ids, expected[1])
+    np.testing.assert_allclose(scores, expected[0], atol=1e-5)
+
+
+def test_a_search_past_its_deadline_is_a_clear_error(built, encoder):
+    store = built[2].snapshot().states[0].segment.vectors
+    timeout, store.timeout = store.timeout, 1e-4
+    try:
+        with pytest.raises(MilvusUnavailableError, match="did not answer search .* within 0.0001s"):
+            store.search(encoder.encode_queries(["tenant notice"] * 64), 8)
+    finally:
+        store.timeout = timeout
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 def test_an_unreachable_milvus_is_a_clear_error_within_the_timeout(encoder, tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 VECTOR_FIELD = "vector"
 IDENTITY_PROPERTY = "deepseek_rag"
 MAX_TOP_K = 16384  # Milvus's limit on limit (topk)
+SEARCH_HITS_PER_CALL = 16384  # queries × limit asked of Milvus in one search call
 VARCHAR_MAX = 65535
 MAX_KEYS = 1024
 _INSERT_ROWS = 1000
@@ -318,14 +319,19 @@ class MilvusVectorStore:
         if limit > MAX_TOP_K:
             raise InvalidInputError(f"k={k} is more than Milvus returns in one search ({MAX_TOP_K}); ask for fewer")
         engine = search_knobs(self.index_spec, self.build_params, limit, knobs)
-        found = self._call("search", self.client.search, self.collection, data=q.tolist(), limit=limit,
-                           anns_field=VECTOR_FIELD, filter=expression,
-                           search_params={"metric_type": "IP", "params": engine}, output_fields=[],
-                           consistency_level="Strong")
-        for row, hits in enumerate(found):
-            for column, hit in enumerate(list(hits)[:k]):
-                ids[row, column] = int(hit["id"])
-                scores[row, column] = float(hit["distance"])
+        # Ask for the id only: pymilvus 3 reads output_fields=[] as every field (text, vector, metadata), which
+        # made a 300-query batch a 300 MB answer. Queries go in blocks of at most SEARCH_HITS_PER_CALL hits, so a
+        # batch stays well inside gRPC's message limit and the per-call timeout.
+        step = max(1, SEARCH_HITS_PER_CALL // limit)
+        for first in range(0, len(q), step):
+            found = self._call("search", self.client.search, self.collection, data=q[first:first + step].tolist(),
+                               limit=limit, anns_field=VECTOR_FIELD, filter=expression,
+                               search_params={"metric_type": "IP", "params": engine}, output_fields=["id"],
+                               consistency_level="Strong")
+            for row, hits in enumerate(found, start=first):
+                for column, hit in enumerate(list(hits)[:k]):
+                    ids[row, column] = int(hit["id"])
+                    scores[row, column] = float(hit["distance"])
         return scores, ids
 
     def filter_expression(self, filter: IdFilter | MetadataFilter | None) -> str | None:
@@ -426,6 +432,14 @@ class MilvusVectorStore:
         except Exception as exc:
             from .milvus_connection import MilvusUnavailableError
 
+            grpc_code = _grpc_code(exc)  # pymilvus lets some gRPC errors through unwrapped (a deadline mid-search)
+            if grpc_code in ("DEADLINE_EXCEEDED", "UNAVAILABLE"):
+                raise MilvusUnavailableError(f"Milvus at {self.uri} did not answer {what} on {self.collection!r} within "
+                                             f"{self.timeout:g}s ({grpc_code.lower()}); raise vector_store.timeout "
+                                             "or check the server's load") from None
+            if grpc_code is not None:
+                raise InvalidInputError(f"Milvus {what} on collection {self.collection!r} at {self.uri} failed: "
+                                        f"{grpc_code.lower()}: {exc.details()}") from None
             if type(exc).__name__ in ("MilvusException", "MilvusUnavailableException", "RpcError") and _is_unreachable(exc):
                 raise MilvusUnavailableError(f"Milvus at {self.uri} did not answer {what} on {self.collection!r} within "
                                              f"{self.timeout:g}s ({milvus_reason(exc)})") from None
@@ -495,6 +509,18 @@ def _unbuildable(exc: BaseException) -> bool:
     """A load failure that says the index type itself cannot be built (not worth a retry)."""
     text = milvus_reason(exc).lower()
     return any(word in text for word in ("index_type", "index type", "not supported", "unsupported", "reserved"))
+
+
+def _grpc_code(exc: BaseException) -> str | None:
+    """The status name of a raw gRPC error ("DEADLINE_EXCEEDED"), or None for any other exception."""
+    try:
+        import grpc
+    except ImportError:
+        return None
+    if not isinstance(exc, grpc.RpcError) or not callable(getattr(exc, "code", None)):
+        return None
+    code = exc.code()
+    return getattr(code, "name", str(code))
 
 
 def _is_unreachable(exc: BaseException) -> bool:
