@@ -74,9 +74,11 @@ class DocumentIndex:
         self.lock_timeout = lock_timeout
         self._writable = _writable
         self._snapshot = _snapshot or Snapshot(
-            (), dim=self.encoder.dim, template=FaissVectorStore(self.encoder.dim, self.settings.index_spec),
+            (), dim=self.encoder.dim, template=self._new_template(),
             sparse=self.settings.sparse if self.settings.sparse.enabled else None, dense=self.settings.dense != "off",
+            milvus=self._milvus_target(None),
         )
+        self._checked_target: Any = None
         self._mutex = threading.RLock()
         self._writer_lock: WriterLock | None = None
         self._changed = False
@@ -203,6 +205,16 @@ class DocumentIndex:
     def add_documents(self, documents: Iterable[Document], *, progress: bool | None = None) -> int:
         """Chunk, encode and add new documents; an id already in the index is an error. Returns chunks added."""
         batch, vectors = self._prepare(documents, progress)
+        return self.add_prepared(batch, vectors)
+
+    def add_prepared(self, batch: PreparedBatch, vectors: np.ndarray) -> int:
+        """Add documents chunked and encoded elsewhere — on a Dask cluster (``ingest/distributed.py``) — with this
+        index's encoder and settings; the same checks as :meth:`add_documents`. Returns chunks added."""
+        self._check_writable()
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if batch.chunk_count and vectors.shape != (batch.chunk_count, self.encoder.dim):
+            raise InvalidInputError(f"{vectors.shape} vectors for {batch.chunk_count} chunks of {self.encoder.dim} "
+                                    "dimensions; prepare and encode the batch with this index's encoder")
         with self._writing():
             for doc in batch.documents:
                 if self._snapshot.has_document(doc.id):
@@ -370,14 +382,57 @@ class DocumentIndex:
             collect_garbage(self.path, self._snapshot.version, self.settings.versions.keep_versions)
             logger.info("merged segments %s into version %d", ", ".join(sorted(names)), self._snapshot.version)
 
+    def _new_template(self) -> FaissVectorStore:
+        """The vector store new in-memory segments start from: the spec's (FAISS), or exact Flat until a publish
+        writes them into Milvus collections."""
+        spec = "Flat" if self.settings.vector_store.is_milvus else self.settings.index_spec
+        return FaissVectorStore(self.encoder.dim, spec)
+
+    def _milvus_target(self, folder: Path | None):  # -> MilvusTarget | None
+        """Where this index's segments go on Milvus when saved into ``folder`` (None: the FAISS backend). Saving
+        again into a Milvus index's own directory keeps its index id, so its collections stay its own."""
+        store = self.settings.vector_store
+        if not store.is_milvus:
+            return None
+        from .storage.milvus_segments import MilvusTarget
+        from .vectors.milvus import collection_name_for
+
+        collection = store.collection or (collection_name_for(folder) if folder is not None else "unsaved")
+        index_id = ""
+        if folder is not None and (folder / CURRENT_NAME).is_file():
+            from .storage.versions import read_record
+
+            with contextlib.suppress(Exception):  # an unreadable old version: a new id
+                vectors = read_record(folder, read_current(folder)).get("vectors") or {}
+                if vectors.get("backend") == "milvus":
+                    index_id = vectors.get("index_id") or ""
+        import uuid
+
+        return MilvusTarget(store.uri, collection, self.settings.index_spec, index_id or uuid.uuid4().hex, store.timeout)
+
+    def check_vector_store(self, path: str | Path):  # -> MilvusTarget | None
+        """Before slow work: for the Milvus backend, check that saving into ``path`` can work — the server answers,
+        builds the index type, and the collection is free or this index's own (a no-op on FAISS)."""
+        folder = Path(path).absolute()
+        if self._checked_target is not None and self._checked_target[0] == folder:
+            return self._checked_target[1]
+        target = self._milvus_target(folder)
+        if target is not None:
+            from .storage.milvus_segments import check_target
+
+            check_target(target, self.encoder.dim, self.encoder.fingerprint())
+        self._checked_target = (folder, target)
+        return target
+
     def _save_as(self, target: Path, overwrite: bool) -> None:
         check_save_target(target, overwrite)
+        milvus = self.check_vector_store(target)
         target.mkdir(parents=True, exist_ok=True)
         lock = WriterLock(target, "saving a new version").acquire(self.lock_timeout)
         try:
             if (target / CURRENT_NAME).exists():
                 collect_garbage(target, read_current(target), self.settings.versions.keep_versions)
-            base = self._snapshot.derive(self._snapshot.states, next_segment=next_segment_number(target))
+            base = self._snapshot.derive(self._snapshot.states, next_segment=next_segment_number(target), milvus=milvus)
             _, snapshot, _ = publish_snapshot(target, base, rewrite_all=True, **self._manifest_parts())
             collect_garbage(target, snapshot.version, self.settings.versions.keep_versions)
         finally:

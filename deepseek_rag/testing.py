@@ -192,3 +192,42 @@ def build_tiny_adapter(model_dir: str | Path, out: str | Path, *, sides: tuple[s
     }
     (out / ADAPTER_CONFIG_NAME).write_text(json.dumps(manifest))
     return out
+
+
+def start_milvus_lite_server(data_dir: str | Path, *, timeout: float = 30.0):  # -> (subprocess.Popen, uri)
+    """Start ``milvus-lite server --data-dir DATA_DIR`` on a free 127.0.0.1 port; returns (process, http URI) once
+    it answers. The caller terminates the process."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = shutil.which("milvus-lite") or str(Path(sys.executable).with_name("milvus-lite"))
+    server = subprocess.Popen([command, "server", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"milvus-lite server exited with {server.returncode}")
+        with socket.socket() as attempt:
+            if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                return server, f"http://127.0.0.1:{port}"
+        time.sleep(0.1)
+    server.terminate()
+    raise RuntimeError(f"milvus-lite server did not answer on port {port} within {timeout:g}s")
+
+
+def release_milvus_lite(path: str | Path) -> None:
+    """Stop this process's embedded milvus-lite for the file ``path`` and forget its client."""
+    from .vectors.milvus_connection import forget_client
+
+    forget_client(f"milvus://{Path(path).absolute()}")
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:
+        return
+    server_manager_instance.release_server(str(path))

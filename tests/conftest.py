@@ -40,3 +40,24 @@ def save_crashing_at_rename(monkeypatch):
         monkeypatch.setattr(os, "replace", real_replace)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A real ``milvus-lite server`` process on 127.0.0.1 for the session; yields its URI (http://127.0.0.1:PORT)."""
+    from deepseek_rag.testing import start_milvus_lite_server
+
+    server, uri = start_milvus_lite_server(tmp_path_factory.mktemp("milvus-server"))
+    yield uri
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def milvus_lite_uri(tmp_path):
+    """An embedded milvus-lite file in this test's folder (released when the test ends)."""
+    from deepseek_rag.testing import release_milvus_lite
+
+    path = tmp_path / "milvus.db"
+    yield f"milvus://{path}"
+    release_milvus_lite(path)

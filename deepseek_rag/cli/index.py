@@ -26,11 +26,18 @@ from .common import (
               help="Vectors beside BM25 (on); BM25 only, a lexical-only index searched in sparse mode (off); or off "
                    "when the encoder cannot read most of a sample of the corpus's tokens (auto: it says so).")
 @index_options
+@click.option("--vectors", "vectors", default=None, metavar="URI", envvar="DEEPSEEK_RAG_VECTORS",
+              help="Keep vectors and chunks in Milvus: milvus:///path/file.db (milvus-lite, embedded) or "
+                   "http://host:19530 (a server, or `milvus-lite server`). Default: FAISS files in --out.")
+@click.option("--collection", default=None,
+              help="Milvus collection (alias) name; segments are NAME_g000001... (default: --out's folder name).")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Chunk and encode on Dask: local:N (N worker processes here) or tcp://scheduler:8786.")
 @encoder_options
 @wait_option
 @click.pass_context
 def index_command(ctx, sources, out, overwrite, dense, index_spec, recall_target, chunking, chunk_tokens, chunk_overlap,
-                  headers, model, adapter, dtype, device, wait) -> None:
+                  headers, vectors, collection, dask_address, model, adapter, dtype, device, wait) -> None:
     """Build an index directory from files, folders or BEIR corpus.jsonl files.
 
     \b
@@ -38,21 +45,49 @@ def index_command(ctx, sources, out, overwrite, dense, index_spec, recall_target
       deepseek-rag index contracts/ --out contracts.idx
       deepseek-rag index corpus.jsonl --out sci.idx --index-spec IVF256,PQ96x8
       deepseek-rag index chinese-laws/ --out laws.idx --dense auto   # BM25 only if MiniLM cannot read it
+      deepseek-rag index corpus.jsonl --out sci.idx --vectors milvus:///data/sci.db --index-spec IVF_SQ8
+      deepseek-rag index corpus.jsonl --out sci.idx --dask local:4
     """
     from ..document_index import DocumentIndex
+    from ..settings import IndexSettings, VectorStoreSettings
     from ..storage.layout import check_save_target
 
-    # Everything that can be checked is checked before the slow work: the settings, and that --out can be written.
+    # Everything that can be checked is checked before the slow work: the settings, that --out can be written,
+    # the Milvus target (reachable, builds the index type, the collection is free), the Dask address.
     settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers, recall_target, dense)
+    if vectors is not None:
+        store = VectorStoreSettings(backend="milvus", uri=vectors, collection=collection)
+        settings = IndexSettings.from_dict({**settings.to_dict(), "vector_store": store.to_dict()})
+    elif collection is not None:
+        raise click.UsageError("--collection names a Milvus collection; give --vectors URI as well")
+    if dask_address is not None:
+        from ..ingest.distributed import parse_address
+
+        parse_address(dask_address)
+        if dense != "on":
+            raise click.UsageError(f"--dask encodes every chunk on the cluster; --dense {dense} builds in one process "
+                                   "(leave out --dask, or use --dense on)")
     check_save_target(Path(out), overwrite)
+    index = DocumentIndex(make_encoder(model, adapter, dtype, device), settings, lock_timeout=wait)
+    index.check_vector_store(out)
     report = load_sources(ctx, sources)
     if not report.documents:
         raise click.ClickException(f"no documents with text found in {', '.join(sources)}")
     started = time.perf_counter()
-    index = DocumentIndex(make_encoder(model, adapter, dtype, device), settings, lock_timeout=wait)
-    index.add_documents(report.documents, progress=show_progress(ctx))
-    if index.dense_note:
-        click.echo(f"note: {index.dense_note}", err=True)
+    if dask_address is None:
+        index.add_documents(report.documents, progress=show_progress(ctx))
+        if index.dense_note:
+            click.echo(f"note: {index.dense_note}", err=True)
+    else:
+        from ..ingest.distributed import prepare_on_dask
+
+        prepared = prepare_on_dask(report.documents, index.encoder, index.settings, dask_address,
+                                   progress=show_progress(ctx))
+        for doc_id, reason in prepared.failures:
+            click.echo(f"skipped document {doc_id}: {reason}", err=True)
+        if not prepared.batch.documents:
+            raise click.ClickException("no document could be prepared; see the reasons above")
+        index.add_prepared(prepared.batch, prepared.vectors)
     index.save(out, overwrite=overwrite)
     from ..tracking import log_index_build
 

@@ -189,10 +189,19 @@ class ChunkStore:
                 raise
             self._conn.execute("COMMIT")
 
-    def copy_from(self, source: ChunkStore, excluded_ids: np.ndarray | None = None) -> None:
+    def copy_from(self, source: Any, excluded_ids: np.ndarray | None = None) -> None:
         """Copy every document and chunk of ``source`` except the documents owning ``excluded_ids``."""
         self._check_writable()
         excluded = set(int(i) for i in excluded_ids) if excluded_ids is not None and len(excluded_ids) else set()
+        if not isinstance(source, ChunkStore):  # another kind of store (Milvus): through the protocol's reads
+            rows = []
+            for doc_id, first in source.document_ids():
+                if first is None or first in excluded:
+                    continue
+                chunks = source.chunks_of(doc_id)
+                rows.append((source.get_document(doc_id), chunks, [c.id for c in chunks]))
+            self.add_documents(rows)
+            return
         with self._lock:
             self._conn.execute("BEGIN")
             try:

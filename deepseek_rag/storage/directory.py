@@ -66,6 +66,11 @@ def open_record(
     dense = record_is_dense(record)
     states = []
     opened: list[Segment] = []
+    milvus = None
+    if (record["vectors"] or {}).get("backend") == "milvus":
+        from .milvus_segments import MilvusTarget
+
+        milvus = MilvusTarget.from_record(record["vectors"])
     try:
         for entry in record["segments"]:
             name = entry["name"]
@@ -73,13 +78,20 @@ def open_record(
             segment = reuse.get(name)
             if segment is None:
                 _check_files(path, entry.get("files") or {})
-                segment = Segment.open(path, name, sparse, dense=dense)
+                if milvus is not None:
+                    from .milvus_segments import open_segment
+
+                    segment = open_segment(path, name, sparse, milvus, dim)
+                else:
+                    segment = Segment.open(path, name, sparse, dense=dense)
                 opened.append(segment)
             deleted = read_deletes(path, entry.get("deletes"))
             states.append(SegmentState(segment, deleted, int(entry.get("deleted_documents", 0)), entry.get("deletes")))
         vectors = record["vectors"]
         trained = vectors.get("trained")
-        if trained:
+        if milvus is not None:
+            template = FaissVectorStore(dim, "Flat")  # unpublished segments; published ones are Milvus collections
+        elif trained:
             template = FaissVectorStore.open(folder / TRAINED_DIR / trained, mmap=False).empty_like()
         else:
             template = FaissVectorStore(dim, vectors.get("spec") or "auto")
@@ -101,7 +113,7 @@ def open_record(
     return Snapshot(
         states, dim=dim, template=template, sparse=sparse, version=int(record["version"]),
         next_chunk_id=int(record["next_chunk_id"]), next_segment=int(record.get("next_segment", 1)), trained_file=trained,
-        dense=dense,
+        dense=dense, milvus=milvus,
     )
 
 
@@ -142,6 +154,9 @@ def publish_snapshot(
     try:
         fresh = [s for s in snapshot.states if rewrite_all or s.segment.name in rewrite or s.segment.path is None
                  or s.segment.path.parent != folder / SEGMENTS_DIR]
+        milvus = snapshot.milvus
+        if milvus is not None:  # "auto" is resolved, and an index id given, on the first publish
+            milvus = milvus.resolved(snapshot.vector_count())
         kept = [s for s in snapshot.states if s not in fresh]
         for state in kept:
             if state.live_chunks <= 0:
@@ -160,7 +175,12 @@ def publish_snapshot(
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             index_keys = list(settings.get("filter_fields") or [])
-            if len(live_fresh) == 1 and not len(live_fresh[0].deleted) and live_fresh[0].segment.path is None:
+            if milvus is not None:
+                from .milvus_segments import write_segment
+
+                segment = write_segment(target, name, [(s.segment, s.deleted) for s in live_fresh], milvus,
+                                        snapshot.sparse_config, snapshot.dim, encoder["fingerprint"])
+            elif len(live_fresh) == 1 and not len(live_fresh[0].deleted) and live_fresh[0].segment.path is None:
                 segment = live_fresh[0].segment.write(target, snapshot.sparse_config, index_keys)
                 segment.name = name
             else:
@@ -178,17 +198,28 @@ def publish_snapshot(
             (folder / TRAINED_DIR).mkdir(exist_ok=True)
             template.save(folder / TRAINED_DIR / trained)
             written += (folder / TRAINED_DIR / trained).stat().st_size
-        result = snapshot.derive(states, version=version, next_segment=next_segment, trained_file=trained)
+        result = snapshot.derive(states, version=version, next_segment=next_segment, trained_file=trained, milvus=milvus)
         documents, chunks = result.counts()
+        if milvus is not None:
+            vectors = {**milvus.record(), "dim": template.dim}
+        elif snapshot.dense:
+            search = template.search_record()
+            vectors = {"backend": "faiss", "spec": template.spec, "dim": template.dim, "trained": trained,
+                       "params": {key: value for key, value in search.items() if key != "calibration"},
+                       "calibration": search["calibration"]}
+        else:
+            vectors = {"backend": None}
         record = new_record(
-            version, current or None, encoder=encoder, settings=settings,
-            vectors=({"backend": "faiss", "spec": template.spec, "dim": template.dim, "trained": trained,
-                      "params": {key: value for key, value in template.search_record().items() if key != "calibration"},
-                      "calibration": template.search_record()["calibration"]} if snapshot.dense else {"backend": None}),
+            version, current or None, encoder=encoder, settings=settings, vectors=vectors,
             segments=[_segment_entry(s) for s in states], next_chunk_id=snapshot.next_chunk_id,
             next_segment=next_segment, counts={"documents": documents, "chunks": chunks, "vectors": result.vector_count()},
         )
         written += publish(folder, record)
+        if milvus is not None and states:
+            from .milvus_segments import point_alias
+
+            largest = max(states, key=lambda s: s.live_chunks).segment
+            point_alias(milvus, largest.vectors.collection)
     except BaseException:
         for segment in new_segments:
             segment.close()
@@ -198,8 +229,15 @@ def publish_snapshot(
 
 def _segment_entry(state: SegmentState) -> dict[str, Any]:
     segment = state.segment
-    return {
+    entry = {
         "name": segment.name, "documents": segment.documents, "chunks": segment.chunks,
         "deleted_chunks": int(len(state.deleted)), "deleted_documents": state.deleted_documents,
         "deletes": state.deletes_file, "files": segment.files(),
     }
+    collection = getattr(segment.vectors, "collection", None)
+    if collection is not None:  # a Milvus segment: its collection; its postings are a cache (rebuilt if absent)
+        from .milvus_segments import MILVUS_FILE
+
+        entry["collection"] = collection
+        entry["files"] = {k: v for k, v in entry["files"].items() if k == MILVUS_FILE}
+    return entry

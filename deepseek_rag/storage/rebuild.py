@@ -61,7 +61,7 @@ def with_vector_spec(
     if nprobe is not None:
         search = replace(search or VectorSearchSettings(), nprobe=nprobe)
     calibrate_template(template, [s.segment.vectors for s in states], ids, vectors, search)
-    return snapshot.derive(states, template=template, version=None, trained_file=None)
+    return snapshot.derive(states, template=template, version=None, trained_file=None, milvus=None)
 
 
 def with_sparse(snapshot: Snapshot, config: SparseConfig | None) -> Snapshot:

@@ -23,7 +23,7 @@ import numpy as np
 from ..documents import Chunk, Document
 from ..errors import InvalidInputError
 from ..sparse.bm25 import PostingsPart, SparseConfig, SparseIndex
-from ..vectors.base import IdFilter
+from ..vectors.base import IdFilter, MetadataFilter
 from ..vectors.faiss_store import FaissVectorStore
 from ..vectors.filters import Filter
 from .filtering import FilterPlanner
@@ -76,9 +76,11 @@ class Snapshot:
         next_segment: int = 1,
         trained_file: str | None = None,
         dense: bool = True,
+        milvus: Any = None,
     ) -> None:
         self.states = tuple(states)
         self.dense = dense  # False: a lexical-only index (no vectors, searched in sparse mode)
+        self.milvus = milvus  # a MilvusTarget when published segments live in Milvus (storage/milvus_segments.py)
         self.trained_file = trained_file
         self.dim = dim
         self.template = template
@@ -97,7 +99,7 @@ class Snapshot:
         """A new snapshot with other states (and fields); this one is left as it is."""
         fields = {"dim": self.dim, "template": self.template, "sparse": self.sparse_config, "version": self.version,
                   "next_chunk_id": self.next_chunk_id, "next_segment": self.next_segment,
-                  "trained_file": self.trained_file, "dense": self.dense, **changes}
+                  "trained_file": self.trained_file, "dense": self.dense, "milvus": self.milvus, **changes}
         return Snapshot(states, **fields)
 
     # ------------------------------------------------------------------------------------ counts
@@ -110,7 +112,8 @@ class Snapshot:
 
     @property
     def spec(self) -> str:
-        return self.template.spec
+        """The vector index spec: a FAISS factory string, or ``milvus:TYPE`` for the Milvus backend."""
+        return f"milvus:{self.milvus.spec}" if self.milvus is not None else self.template.spec
 
     def nbytes(self) -> int:
         """Bytes of the vector files (or of the serialised in-memory indexes)."""
@@ -230,6 +233,8 @@ class Snapshot:
         parsed = Filter.parse(filters)
         if parsed is None:
             return self._vector_search(queries, k, None, knobs)
+        if self._pushes_filters():
+            return self._pushed_search(queries, k, parsed, knobs)
         return self.planner.search(parsed, k, lambda depth, allowed: self._vector_search(queries, depth, allowed, knobs),
                                    available=self.vector_count())
 
@@ -245,6 +250,28 @@ class Snapshot:
                 if not len(id_filter.allowed):
                     continue
             results.append(state.segment.vectors.search(queries, k, filter=id_filter, params=knobs or None))
+        return _merge_top_k(results, len(queries), k)
+
+    def _pushes_filters(self) -> bool:
+        return any(s.segment.vectors.capabilities.metadata_filter for s in self.states if len(s.segment.chunk_ids))
+
+    def _pushed_search(self, queries: np.ndarray, k: int, parsed: Filter, knobs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """A filtered search where segments that evaluate metadata filters get the filter itself (Milvus: a boolean
+        expression inside the search) and the others the ids that pass it."""
+        results = []
+        for state, deletions in zip(self.states, self._deletions):
+            vectors = state.segment.vectors
+            if not len(state.segment.chunk_ids):
+                continue
+            pushed = MetadataFilter(parsed, deletions)
+            if vectors.capabilities.metadata_filter and vectors.filter_expression(pushed) is not None:
+                results.append(vectors.search(queries, k, filter=pushed, params=knobs or None))
+                continue
+            allowed = state.segment.store.chunk_ids_matching(parsed)
+            id_filter = IdFilter.of(allowed, state.deleted)
+            if id_filter is not None and id_filter.allowed is not None and not len(id_filter.allowed):
+                continue
+            results.append(vectors.search(queries, k, filter=id_filter, params=knobs or None))
         return _merge_top_k(results, len(queries), k)
 
     @property

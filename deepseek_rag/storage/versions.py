@@ -117,10 +117,19 @@ def collect_garbage(folder: Path, current: int, keep: int) -> list[str]:
         except IndexFormatError as exc:  # keep what we cannot read: never delete on a guess
             logger.warning("version %d is unreadable (%s); garbage collection skipped", v, exc)
             return removed
+    leaving = []
     for v in numbers:
         if v not in kept:
+            try:
+                leaving.append(read_record(folder, v))
+            except IndexFormatError:
+                pass
             version_path(folder, v).unlink(missing_ok=True)
             removed.append(f"{VERSIONS_DIR}/{version_name(v)}.json")
+    if any((r.get("vectors") or {}).get("backend") == "milvus" for r in records + leaving):
+        from .milvus_segments import drop_unnamed_collections
+
+        removed.extend(f"milvus:{name}" for name in drop_unnamed_collections(records + leaving, records))
     segments = {s["name"]: s for r in records for s in r["segments"]}
     deletes = {(s["name"], s.get("deletes")) for r in records for s in r["segments"] if s.get("deletes")}
     trained = {r["vectors"].get("trained") for r in records if r["vectors"].get("trained")}

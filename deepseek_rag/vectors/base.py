@@ -61,6 +61,16 @@ class IdFilter:
         return cls(allowed_ids, excluded_ids)
 
 
+@dataclass(frozen=True)
+class MetadataFilter:
+    """A document-metadata filter for a backend that evaluates it inside the search
+    (``capabilities.metadata_filter``), with optional id restrictions (deletion markers) on top."""
+
+    filter: Any
+    """A parsed :class:`~deepseek_rag.vectors.filters.Filter`."""
+    ids: IdFilter | None = None
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     """A searchable set of vectors keyed by int64 ids (see the module docstring)."""
@@ -92,7 +102,8 @@ class VectorStore(Protocol):
     def search(
         self, queries: np.ndarray, k: int, *, filter: IdFilter | Any | None = None, params: Mapping[str, Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, ids)``, each ``(n, k)``, best first; missing results are id -1, score -inf."""
+        """``(scores, ids)``, each ``(n, k)``, best first; missing results are id -1, score -inf. ``filter``: an
+        :class:`IdFilter`, or a :class:`MetadataFilter` where ``capabilities.metadata_filter``."""
         ...
 
     def fetch(self, ids: np.ndarray) -> np.ndarray:
@@ -104,15 +115,19 @@ class VectorStore(Protocol):
     def save(self, path: str | Path) -> None: ...
 
 
-BACKENDS = ("faiss",)
+BACKENDS = ("faiss", "milvus")
 
 
 def open_vector_store(backend: str, path: str | Path, **options: Any) -> VectorStore:
-    """Open a saved store of ``backend`` (imported lazily)."""
+    """Open a saved store of ``backend`` (imported lazily): a FAISS file, or a Milvus pointer file."""
     if backend == "faiss":
         from .faiss_store import FaissVectorStore
 
         return FaissVectorStore.open(path, **options)
+    if backend == "milvus":
+        from .milvus import MilvusVectorStore
+
+        return MilvusVectorStore.open(path, **options)
     raise InvalidInputError(f"unknown vector backend {backend!r}; known: {', '.join(BACKENDS)}")
 
 
