@@ -50,12 +50,14 @@ REPUBLISH = textwrap.dedent("""
 """)
 
 
-async def clients(url: str, queries: list[str], users: int, seconds: float, concurrency: int, log: list) -> None:
-    end = time.perf_counter() + seconds
+async def clients(url: str, queries: list[str], users: int, seconds: float, concurrency: int, log: list,
+                  stop: asyncio.Event | None = None) -> None:
+    """Clients querying for ``seconds``, or with ``stop`` until it is set (at most 8 × ``seconds``: bounded)."""
+    end = time.perf_counter() + (seconds if stop is None else 8 * seconds)
     rng = random.Random(len(log))
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         async def worker() -> None:
-            while time.perf_counter() < end:
+            while time.perf_counter() < end and not (stop is not None and stop.is_set()):
                 user = f"user-{rng.randrange(users)}"
                 started = time.perf_counter()
                 try:
@@ -75,7 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", help="BEIR SciFact folder")
     parser.add_argument("--index", required=True)
-    parser.add_argument("--seconds", type=float, default=40.0, help="Length of each phase.")
+    parser.add_argument("--seconds", type=float, default=40.0,
+                        help="Length of the baseline phase; the swap phase runs through the three changes, then a quarter of it.")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--json", default=None)
@@ -104,7 +107,8 @@ def main() -> None:
         events: list[tuple[float, str]] = []
 
         async def swap_phase() -> None:
-            load = asyncio.create_task(clients(url, queries, args.users, args.seconds, args.concurrency, swaps))
+            stop = asyncio.Event()  # the load runs through every change, then a quarter phase at 100%
+            load = asyncio.create_task(clients(url, queries, args.users, args.seconds, args.concurrency, swaps, stop))
             async with httpx.AsyncClient(base_url=url, timeout=60, headers={"Authorization": f"Bearer {KEY}"}) as admin:
                 for round_, weight in enumerate((10, 50, 100)):
                     await asyncio.sleep(args.seconds / 4)
@@ -116,6 +120,8 @@ def main() -> None:
                     response = await admin.put("/v1/admin/arms", json={"weights": {"base": 100 - weight, "tuned": weight}})
                     response.raise_for_status()
                     events.append((time.perf_counter(), f"weights base {100 - weight} / tuned {weight}"))
+                await asyncio.sleep(args.seconds / 4)
+            stop.set()
             await load
 
         asyncio.run(swap_phase())
