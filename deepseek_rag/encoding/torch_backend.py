@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,8 @@ class TorchBackend:
 
         sides = adapter.get("sides", {})
         names = {side: sides.get(side) for side in SIDES}
+        # peft asks transformers a deprecated question while loading; the FutureWarning says nothing to our users
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if names["query"] and names["query"] == names["document"]:
             # One shared adapter: merge it into the base once, so encoding costs nothing extra.
             model = PeftModel.from_pretrained(model, str(folder / names["query"])).merge_and_unload()
