@@ -15,7 +15,8 @@ and time and talks to loopback only.
 
 Also measured in the same run: ours at concurrency 32 with batching off (``--batch-window-ms 0``) for the gain
 of dynamic batching, ours at concurrency 8 with no writer, for the p99 ratio, and with ``--also-workers N``
-ours with N worker processes at the top concurrency. Prints one table; ``--json``
+ours with N worker processes at the top concurrency, and with ``--also-model EXPORT`` ours encoding queries
+with that encoder (an ONNX export of the index's model opens the index: same fingerprint). Prints one table; ``--json``
 writes the figures.
 """
 
@@ -224,6 +225,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="Worker processes of our server.")
     parser.add_argument("--also-workers", type=int, default=0,
                         help="Also run ours with this many worker processes at the top concurrency (writer on).")
+    parser.add_argument("--also-model", default=None, metavar="EXPORT",
+                        help="Also run ours with this encoder (e.g. a `deepseek-rag export` ONNX folder of the index's "
+                             "model) at the top concurrency (writer on).")
     parser.add_argument("--cache", default="bench-out/llamaindex-faiss-scifact", help="The LlamaIndex app's persisted index.")
     parser.add_argument("--skip-llamaindex", action="store_true")
     parser.add_argument("--json", default=None)
@@ -261,6 +265,12 @@ def main() -> None:
                                               args.seconds)
             finally:
                 stop(proc)
+        if args.also_model:
+            proc, url = start_ours(work / "index", ["--workers", str(args.workers), "--model", args.also_model])
+            try:
+                results["rows"] += run_levels("ours, --model EXPORT", url, queries, documents, [max(levels)], args.seconds)
+            finally:
+                stop(proc)
         if not args.skip_llamaindex:
             cache = Path(args.cache).resolve()
             cache.mkdir(parents=True, exist_ok=True)
@@ -283,6 +293,9 @@ def main() -> None:
         if (f"ours, {args.also_workers} workers", top) in by:
             summary[f"qps_{args.also_workers}_workers_vs_llamaindex_at_{top}"] = round(
                 by[(f"ours, {args.also_workers} workers", top)]["qps"] / max(1e-9, by[("llamaindex (FAISS flat)", top)]["qps"]), 2)
+    if ("ours, --model EXPORT", top) in by and ("llamaindex (FAISS flat)", top) in by:
+        summary[f"qps_model_export_vs_llamaindex_at_{top}"] = round(
+            by[("ours, --model EXPORT", top)]["qps"] / max(1e-9, by[("llamaindex (FAISS flat)", top)]["qps"]), 2)
     results["summary"] = summary
     for key, value in summary.items():
         print(f"{key}: {value}")

@@ -207,12 +207,18 @@ class DocumentIndex:
         batch, vectors = self._prepare(documents, progress)
         return self.add_prepared(batch, vectors)
 
-    def add_prepared(self, batch: PreparedBatch, vectors: np.ndarray) -> int:
+    def add_prepared(self, batch: PreparedBatch, vectors: np.ndarray | None) -> int:
         """Add documents chunked and encoded elsewhere — on a Dask cluster (``ingest/distributed.py``) — with this
-        index's encoder and settings; the same checks as :meth:`add_documents`. Returns chunks added."""
+        index's encoder and settings; the same checks as :meth:`add_documents`. ``vectors`` is None for a
+        lexical-only index (and only then). Returns chunks added."""
         self._check_writable()
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if batch.chunk_count and vectors.shape != (batch.chunk_count, self.encoder.dim):
+        if vectors is None and self._snapshot.dense and batch.chunk_count:
+            raise InvalidInputError("this index holds vectors: give one vector per chunk (encode the batch with its encoder)")
+        if vectors is not None and not self._snapshot.dense:
+            raise InvalidInputError("this index is lexical-only (dense='off'): add its chunks without vectors, or densify it")
+        if vectors is not None:
+            vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors is not None and batch.chunk_count and vectors.shape != (batch.chunk_count, self.encoder.dim):
             raise InvalidInputError(f"{vectors.shape} vectors for {batch.chunk_count} chunks of {self.encoder.dim} "
                                     "dimensions; prepare and encode the batch with this index's encoder")
         with self._writing():

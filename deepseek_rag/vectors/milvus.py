@@ -177,6 +177,11 @@ class MilvusVectorStore:
             per_vector += 2 * int(self.build_params.get("M", 16)) * 4
         return int(per_vector * len(self))
 
+    def ram_nbytes(self) -> int:
+        """Bytes a search needs resident in RAM — Milvus's, not this process's: the loaded collection is
+        searched in memory there, so the same estimate as :meth:`nbytes`."""
+        return self.nbytes()
+
     # ---------------------------------------------------------------- writing
     def train(self, sample: np.ndarray) -> None:
         """A no-op beyond checking the sample: Milvus trains IVF codebooks when it builds the index."""
