@@ -7,6 +7,7 @@ import pytest
 from deepseek_rag import Document, DocumentIndex, DualEncoder, InvalidInputError
 from deepseek_rag.ingest.chunking import ChunkingConfig
 from deepseek_rag.retrieval.focus import decide_focus, explicit_focus, names_document, question_part
+from deepseek_rag.retrieval.retriever import Retriever
 
 
 def test_names_document_matches_whole_title_phrases_only():
@@ -110,3 +111,88 @@ def test_bad_focus_values_name_the_option(titled_index, bad):
         titled_index.as_retriever(focus_documents=bad)
     with pytest.raises(InvalidInputError, match="focus_min_gap"):
         titled_index.as_retriever(focus_min_gap=2)
+
+
+@pytest.fixture(scope="module")
+def abstracts_index(tiny_model_dir):
+    """Short titled documents only (a chunk or two each), as SciFact's abstracts: the rule can never focus."""
+    encoder = DualEncoder(model=str(tiny_model_dir))
+    words = ["roof", "rent", "landlord", "secret", "term", "boiler"]
+    docs = [Document(f"abstract-{i}", f"Short abstract {i} about the {w}. " * (1 + i % 3), {"title": f"{w.title()} study"})
+            for i, w in enumerate(words)]
+    return DocumentIndex.build(docs, encoder, chunking=ChunkingConfig(max_tokens=24, overlap=4))
+
+
+def _pairs(batches):
+    return [[(h.chunk_id, h.score, h.text) for h in hits] for hits in batches]
+
+
+@pytest.fixture
+def rule_calls(monkeypatch):
+    """How often the retriever ran the focus rule (``_focused_chunk_hits``)."""
+    calls = []
+    real = Retriever._focused_chunk_hits
+    monkeypatch.setattr(Retriever, "_focused_chunk_hits", lambda self, *args: calls.append(args[3]) or real(self, *args))
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "sparse"])
+def test_auto_on_short_documents_is_the_plain_ranking_without_running_the_rule(abstracts_index, mode, rule_calls,
+                                                                              monkeypatch):
+    snapshot = abstracts_index.snapshot()
+    most = snapshot.most_chunks_per_document()
+    assert most == max(len(snapshot.chunks_of(d)) for d in snapshot.document_ids()) > 1
+    queries = ["Roof study; what about the roof?", "rent and the landlord", "Boiler study: short abstract"]
+    k = most + 1
+    plain = abstracts_index.as_retriever(top_k=k, mode=mode, focus_documents=0)
+    auto = abstracts_index.as_retriever(top_k=k, mode=mode)
+    vectors = None if mode == "sparse" else abstracts_index.encoder.encode_queries(queries)
+    expected = _pairs(plain.retrieve_batch(queries))
+    assert _pairs(auto.retrieve_batch(queries)) == expected
+    if vectors is not None:
+        assert _pairs(auto.search_by_vectors(vectors, k, queries=queries)) == expected
+    assert rule_calls == []  # no document can hold k chunks: the rule is skipped, not run and overruled
+    # ...and the rule run anyway (as before the bound) gives the same hits
+    monkeypatch.setattr(Retriever, "_may_focus", lambda self, view, k: True)
+    assert _pairs(auto.retrieve_batch(queries)) == expected
+    assert rule_calls == [k]
+    assert auto.focus_decisions(queries)[0].reason == "short"  # the diagnostic still runs the rule
+
+
+def test_auto_runs_the_rule_when_a_document_can_fill_the_answer(abstracts_index, titled_index, rule_calls):
+    most = abstracts_index.snapshot().most_chunks_per_document()
+    abstracts_index.as_retriever(top_k=most).retrieve("Roof study; what about the roof?")
+    assert rule_calls == [most]  # at the bound a document may fill the answer
+    assert titled_index.snapshot().most_chunks_per_document() >= 8
+    hits = titled_index.as_retriever(top_k=8).retrieve("Consider the Beta NDA between Acme and Beta; who pays the rent?")
+    assert {h.doc_id for h in hits} == {"nda"} and len(rule_calls) == 2
+
+
+def test_the_bound_follows_each_version_and_counts_deleted_chunks(tiny_model_dir, rule_calls):
+    encoder = DualEncoder(model=str(tiny_model_dir))
+    chunking = ChunkingConfig(max_tokens=24, overlap=4)
+    index = DocumentIndex.build([Document("a", "Short abstract about the roof.", {"title": "Roof study"})], encoder,
+                                chunking=chunking)
+    assert index.snapshot().most_chunks_per_document() == 1
+    long_text = " ".join(f"The Beta NDA secret term clause {i}." for i in range(60))
+    index.add_documents([Document("nda", long_text, {"title": "Beta NDA"})])
+    chunks = len(index.store.chunks_of("nda"))
+    assert index.snapshot().most_chunks_per_document() == chunks >= 5
+    hits = index.as_retriever(top_k=5).retrieve("Consider the Beta NDA; how long is the secret term?")
+    assert {h.doc_id for h in hits} == {"nda"} and rule_calls == [5]
+    index.delete_documents("nda")
+    assert index.snapshot().most_chunks_per_document() == chunks  # an upper bound: deleted chunks still count
+    assert [h.doc_id for h in index.as_retriever(top_k=5).retrieve("Beta NDA; secret term")] == ["a"]
+
+
+def test_the_served_view_forwards_the_bound(abstracts_index, rule_calls):
+    from deepseek_rag.serve.service import _Pinned, _TimedView
+
+    stages = []
+    snapshot = abstracts_index.snapshot()
+    pinned = _Pinned(_TimedView(snapshot, lambda stage, seconds: stages.append(stage)), abstracts_index.encoder,
+                     snapshot.has_sparse, snapshot.dense)
+    k = snapshot.most_chunks_per_document() + 1
+    served = Retriever(pinned, top_k=k).retrieve("Roof study; what about the roof?")
+    plain = abstracts_index.as_retriever(top_k=k, focus_documents=0).retrieve("Roof study; what about the roof?")
+    assert _pairs([served]) == _pairs([plain]) and rule_calls == [] and "search" in stages

@@ -135,6 +135,8 @@ def test_chunks_documents_and_spans_come_from_the_collection(built):
         assert [c.text for c in milvus_index.store.chunks_of(doc.id)] == [c.text for c in faiss_index.store.chunks_of(doc.id)]
     assert milvus_index.document_ids() == faiss_index.document_ids()
     assert milvus_index.snapshot().metadata_keys() == faiss_index.snapshot().metadata_keys()
+    most = max(len(faiss_index.store.chunks_of(d.id)) for d in docs)
+    assert milvus_index.snapshot().most_chunks_per_document() == faiss_index.snapshot().most_chunks_per_document() == most
     segment = milvus_index.snapshot().states[0].segment
     folder_files = sorted(p.name for p in segment.path.iterdir())
     assert MILVUS_FILE in folder_files and "chunks.sqlite" not in folder_files and "vectors.faiss" not in folder_files

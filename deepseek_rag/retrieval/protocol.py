@@ -35,6 +35,11 @@ class IndexView(Protocol):
 
     def document_span(self, doc_id: str, start: int, end: int) -> str: ...
 
+    def most_chunks_per_document(self) -> int | None:
+        """An upper bound on the chunks any document holds (None: unknown). Under ``focus_documents="auto"`` a
+        bound below ``top_k`` skips the focus rule; a view without this method always runs it."""
+        ...
+
 
 @runtime_checkable
 class SearchableIndex(Protocol):

@@ -94,7 +94,8 @@ class Retriever:
     ``"auto"`` (the default) decides per query: it focuses on the best document when the query names it (its
     title occurs in the query) and the document holds at least ``top_k`` matching chunks, and keeps the plain
     ranking otherwise — so a corpus of short documents (abstracts, FAQ answers) is ranked exactly as with
-    ``0`` (off). ``n >= 1`` always returns chunks of the best ``n`` documents only. Inside the focused
+    ``0`` (off), and at its cost: when no document of the index holds ``top_k`` chunks (a bound each snapshot
+    keeps), the rule is not run at all. ``n >= 1`` always returns chunks of the best ``n`` documents only. Inside the focused
     documents, chunks are ranked in the retriever's mode by the question part when the query names the
     document, else by their dense score (BM25 in sparse mode, or when the encoder cannot read the query:
     ``UNREADABLE_SHARE``). On CUAD (first 40 training-split contracts, 438 questions, bundled MiniLM, hybrid)
@@ -173,7 +174,7 @@ class Retriever:
         mode = self._check_mode(mode) if mode is not None else self.mode
         vectors = self._encode(queries, mode)
         with self.index.reading() as view:
-            if self.focus_documents:
+            if self._may_focus(view, k):
                 return self._focused_chunk_hits(view, queries, vectors, k, filters, mode)[0]
             return self._chunk_hits(view, queries, vectors, k, filters, mode, expand=True)
 
@@ -259,7 +260,7 @@ class Retriever:
         mode, queries = self._vector_mode(vectors, queries, mode)
         k = _check_top_k(top_k)
         with self.index.reading() as view:
-            if self.focus_documents and queries is not None:
+            if queries is not None and self._may_focus(view, k):
                 return self._focused_chunk_hits(view, queries, vectors, k, filters, mode)[0]
             return self._chunk_hits(view, queries, vectors, k, filters, mode, expand=expand)
 
@@ -358,6 +359,16 @@ class Retriever:
             return windowed(view, hits, k, self.window_tokens, self.index.encoder.tokenizer)
         hits = hits[:k]
         return [self._expand(view, h) for h in hits] if self.expand_neighbors else hits
+
+    def _may_focus(self, view: IndexView, k: int) -> bool:
+        """Whether ``focus_documents`` can change the ``k`` hits: always for ``n >= 1``; under ``"auto"`` only when
+        some document may hold ``k`` chunks (the rule's last condition), else the plain ranking is the answer
+        and the rule is not run (a corpus of abstracts pays nothing for it)."""
+        if self.focus_documents != FOCUS_AUTO:
+            return bool(self.focus_documents)
+        bound = getattr(view, "most_chunks_per_document", None)
+        most = bound() if bound is not None else None
+        return most is None or most >= k
 
     def _focused_chunk_hits(
         self, view: IndexView, queries: list[str], vectors: np.ndarray | None, k: int, filters: Mapping[str, Any] | None, mode: str

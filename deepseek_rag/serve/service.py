@@ -55,6 +55,9 @@ class _TimedView:
     def document_span(self, *args: Any, **kwargs: Any) -> Any:
         return self._timed("fetch", self._snapshot.document_span, *args, **kwargs)
 
+    def most_chunks_per_document(self) -> int | None:
+        return self._snapshot.most_chunks_per_document()  # cached per segment: not a stage worth timing
+
 
 class _Pinned:
     """The ``SearchableIndex`` of one pinned version (what a per-request ``Retriever`` searches)."""

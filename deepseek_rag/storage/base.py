@@ -35,6 +35,10 @@ class ChunkStoreProtocol(Protocol):
         """The chunk ids of one document by ordinal ([] when absent)."""
         ...
 
+    def most_chunks_per_document(self) -> int | None:
+        """The most chunks any stored document has, deleted ones included (None: unknown without a costly scan)."""
+        ...
+
     def document_ids(self) -> list[tuple[str, int]]:
         """``(doc_id, first chunk id)`` of every document, in insertion order."""
         ...

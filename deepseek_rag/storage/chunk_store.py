@@ -338,6 +338,11 @@ class ChunkStore:
             last = rows[-1][0]
             yield [_chunk_from_row(r) for r in rows]
 
+    def most_chunks_per_document(self) -> int:
+        """The most chunks any stored document has (deleted documents included; 0 for an empty store)."""
+        rows = self._rows("SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM chunks GROUP BY doc_id)")
+        return int(rows[0][0])
+
     def chunk_ids(self) -> np.ndarray:
         """Every chunk id, ascending."""
         rows = self._rows("SELECT id FROM chunks ORDER BY id")

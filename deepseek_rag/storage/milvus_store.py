@@ -133,6 +133,12 @@ class MilvusChunkStore:
     def has_document(self, doc_id: str) -> bool:
         return bool(self.chunk_ids_of(doc_id))
 
+    def most_chunks_per_document(self) -> int | None:
+        """From the cached document map; None for a segment too large to map (the caller then assumes any)."""
+        if not self._small():
+            return None
+        return max((len(ids) for ids in self._map().values()), default=0)
+
     def document_ids(self) -> list[tuple[str, int]]:
         if self._documents is None:
             rows = [r for batch in self.vectors.iterate("ordinal == 0", ["id", "doc_id"]) for r in batch]

@@ -46,6 +46,14 @@ class Segment:
         self.path = path
         self.chunk_ids = vectors.ids if vectors is not None and len(vectors) else store.chunk_ids()
         self.documents, self.chunks = store.counts()
+        self._most_chunks: int | None = -1  # -1: not read yet
+
+    def most_chunks_per_document(self) -> int | None:
+        """The most chunks one document of this segment has, deleted ones included (read once: a segment never
+        changes); None when its store cannot tell cheaply."""
+        if self._most_chunks == -1:
+            self._most_chunks = self.store.most_chunks_per_document()
+        return self._most_chunks
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path else "in memory"

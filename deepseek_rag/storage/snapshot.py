@@ -92,6 +92,7 @@ class Snapshot:
         self._sparse_lock = threading.Lock()
         self._located: dict[str, tuple[int, list[int]] | None] = {}
         self._planner: FilterPlanner | None = None
+        self._most_chunks: int | None = -1  # -1: not computed yet (most_chunks_per_document)
         # one id filter per segment for its deletion markers, shared by every search of this snapshot
         self._deletions = [IdFilter(excluded=s.deleted) if len(s.deleted) else None for s in self.states]
 
@@ -141,6 +142,15 @@ class Snapshot:
 
     def has_document(self, doc_id: str) -> bool:
         return self.locate(doc_id) is not None
+
+    def most_chunks_per_document(self) -> int | None:
+        """An upper bound on the chunks any live document holds: the largest count in one segment, deleted
+        chunks included (None when a segment cannot tell). The retriever's focus rule needs a document of at
+        least ``top_k`` chunks, so below that bound it skips the rule."""
+        if self._most_chunks == -1:
+            counts = [s.segment.most_chunks_per_document() for s in self.states]
+            self._most_chunks = None if None in counts else max(counts, default=0)
+        return self._most_chunks
 
     def document_ids(self) -> list[str]:
         out = []
