@@ -13,12 +13,14 @@ side alone in hybrid mode, and a query with no BM25 terms (punctuation only) by 
 At document level, hybrid fuses the two sides' *document* rankings (each side's chunk scores aggregated
 per document first), so a document found by one side through one chunk and by the other through another
 still gets credit from both.
+
+Beside it: ``arguments.py`` checks what a caller passes, ``hits.py`` turns rankings into hits and document scores,
+``focused_search.py`` is the two-stage path of ``focus_documents``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -29,17 +31,16 @@ from ..documents import DocumentHit, Hit
 from ..errors import InvalidInputError
 from ..storage.snapshot import LEXICAL_ONLY
 from ..vectors.filters import Filter
-from ..ingest.decoding import describe_surrogate, lone_surrogate
-from .focus import DEFAULT_MIN_GAP, FOCUS_AUTO, FocusDecision, decide_focus, explicit_focus
+from .arguments import MAX_TOP_K, check_choice, check_focus_documents, check_queries, check_top_k
+from .focus import DEFAULT_MIN_GAP, FOCUS_AUTO, FocusDecision
+from .focused_search import FocusedSearch
 from .fusion import DEFAULT_RRF_K, FUSIONS, fuse
+from .hits import AGGREGATIONS, Ranking, aggregate_document_scores, document_ranking, hit_from_chunk, ranking_of
 from .protocol import IndexView, SearchableIndex
 from .windows import check_window_tokens, windowed
 
 logger = logging.getLogger(__name__)
 
-MAX_TOP_K = 10_000
-MAX_QUERY_CHARS = 20_000
-AGGREGATIONS = ("max", "softmax", "topk_sum")
 LEVELS = ("chunk", "document")
 MODES = ("dense", "sparse", "hybrid")
 # Defaults from benchmarks/hybrid.py on SciFact (bundled MiniLM, document nDCG@10): dense 0.649, BM25 0.686,
@@ -53,27 +54,8 @@ UNREADABLE_SHARE = 0.5
 (when BM25 finds anything). On a Chinese medical QA set with the bundled English MiniLM (72% of tokens
 unknown) fusing the dense side in cost 0.10 nDCG@10 (0.183 vs BM25's 0.285)."""
 
-Ranking = list[tuple[int, float]]
 
-
-def aggregate_document_scores(scores: Sequence[float], rule: str, temperature: float = 0.05, k: int = 2) -> float:
-    """One document score from its chunks' scores (sorted or not).
-
-    ``max``: the best chunk. ``softmax``: ``τ·log Σ exp(s/τ)`` — the best chunk plus a bonus for other
-    strong chunks, approaching max as τ → 0. ``topk_sum``: mean of the best ``k`` (missing ones count 0).
-    """
-    ordered = sorted(scores, reverse=True)
-    if rule == "max":
-        return ordered[0]
-    if rule == "softmax":
-        top = ordered[0]
-        return top + temperature * math.log(sum(math.exp((s - top) / temperature) for s in ordered))
-    if rule == "topk_sum":
-        return sum(ordered[:k]) / k
-    raise InvalidInputError(f"aggregation {rule!r} is not one of {', '.join(AGGREGATIONS)}")
-
-
-class Retriever:
+class Retriever(FocusedSearch):
     """Search a :class:`DocumentIndex` by text.
 
     ``expand_neighbors=n`` widens every hit to the span of its ``n`` neighbouring chunks on each side;
@@ -132,9 +114,9 @@ class Retriever:
                                           or not 0 <= focus_min_gap <= 1):
             raise InvalidInputError(f"focus_min_gap={focus_min_gap!r} must be a number from 0 to 1, or None (off)")
         self.focus_min_gap = None if focus_min_gap is None else float(focus_min_gap)
-        self.top_k = _check_top_k(top_k)
-        self.level = _check_choice("level", level, LEVELS)
-        self.aggregation = _check_choice("aggregation", aggregation, AGGREGATIONS)
+        self.top_k = check_top_k(top_k)
+        self.level = check_choice("level", level, LEVELS)
+        self.aggregation = check_choice("aggregation", aggregation, AGGREGATIONS)
         if expand_neighbors < 0:
             raise InvalidInputError(f"expand_neighbors={expand_neighbors} must be 0 or more")
         if candidate_factor < 1:
@@ -144,7 +126,7 @@ class Retriever:
         self.nprobe = nprobe
         Filter.parse(filters)  # a bad filter is an error now, not at the first query
         self.filters = dict(filters or {}) if not isinstance(filters, Filter) else filters.to_dict()
-        self.fusion = _check_choice("fusion", fusion, FUSIONS)
+        self.fusion = check_choice("fusion", fusion, FUSIONS)
         if isinstance(sparse_weight, bool) or not isinstance(sparse_weight, (int, float)) or not 0 <= sparse_weight <= 1:
             raise InvalidInputError(f"sparse_weight={sparse_weight!r} must be a number from 0 (dense only) to 1 (sparse only)")
         self.sparse_weight = float(sparse_weight)
@@ -169,8 +151,8 @@ class Retriever:
         mode: str | None = None,
     ) -> list[list[Hit]]:
         """:meth:`retrieve` for many queries, encoded in one batch."""
-        k = _check_top_k(top_k if top_k is not None else self.top_k)
-        queries = _check_queries(queries)
+        k = check_top_k(top_k if top_k is not None else self.top_k)
+        queries = check_queries(queries)
         mode = self._check_mode(mode) if mode is not None else self.mode
         vectors = self._encode(queries, mode)
         with self.index.reading() as view:
@@ -188,8 +170,8 @@ class Retriever:
     ) -> list[FocusDecision]:
         """What :meth:`retrieve_batch` decides for each query under ``focus_documents`` (which documents it ranks
         inside, and with which text); empty ``doc_ids`` when it keeps the plain ranking."""
-        k = _check_top_k(top_k if top_k is not None else self.top_k)
-        queries = _check_queries(queries)
+        k = check_top_k(top_k if top_k is not None else self.top_k)
+        queries = check_queries(queries)
         mode = self._check_mode(mode) if mode is not None else self.mode
         if not self.focus_documents:
             return [FocusDecision((), q) for q in queries]
@@ -218,7 +200,7 @@ class Retriever:
         aggregation: str | None = None,
         mode: str | None = None,
     ) -> list[list[DocumentHit]]:
-        queries = _check_queries(queries)
+        queries = check_queries(queries)
         mode = self._check_mode(mode) if mode is not None else self.mode
         vectors = self._encode(queries, mode)
         with self.index.reading() as view:
@@ -258,7 +240,7 @@ class Retriever:
         With ``focus_documents`` set and the query texts given, chunks come from the best documents only, as in
         :meth:`retrieve`."""
         mode, queries = self._vector_mode(vectors, queries, mode)
-        k = _check_top_k(top_k)
+        k = check_top_k(top_k)
         with self.index.reading() as view:
             if queries is not None and self._may_focus(view, k):
                 return self._focused_chunk_hits(view, queries, vectors, k, filters, mode)[0]
@@ -269,7 +251,7 @@ class Retriever:
         dense = getattr(self.index, "has_dense", True)
         if mode is None:
             return "dense" if not self.index.has_sparse else (DEFAULT_MODE if dense else "sparse")
-        mode = _check_choice("mode", mode, MODES)
+        mode = check_choice("mode", mode, MODES)
         if mode != "sparse" and not dense:
             raise InvalidInputError(f"mode={mode!r} needs vectors: {LEXICAL_ONLY}")
         if mode != "dense" and not self.index.has_sparse:
@@ -284,7 +266,7 @@ class Retriever:
     ) -> tuple[str, list[str] | None]:
         if queries is None:
             return "dense", None
-        queries = _check_queries(queries)
+        queries = check_queries(queries)
         if len(queries) != len(np.atleast_2d(vectors)):
             raise InvalidInputError(f"{len(queries)} queries for {len(np.atleast_2d(vectors))} query vectors; give one each")
         return (self._check_mode(mode) if mode is not None else self.mode), queries
@@ -300,10 +282,10 @@ class Retriever:
         dense = sparse = None
         if mode in ("dense", "hybrid"):
             scores, ids = view.search_vectors(vectors, depth, filters=merged, nprobe=self.nprobe)
-            dense = [_ranking(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids)]
+            dense = [ranking_of(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids)]
         if mode in ("sparse", "hybrid"):
             scores, ids = view.search_sparse(queries, depth, filters=merged)
-            sparse = [_ranking(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids)]
+            sparse = [ranking_of(row_scores, row_ids) for row_scores, row_ids in zip(scores, ids)]
         return dense, sparse
 
     def _readable(self, query: str) -> bool:
@@ -345,7 +327,7 @@ class Retriever:
         chunks = view.get_chunks(sorted({i for ranking in rankings for i, _ in ranking}))
         results = []
         for ranking in rankings:
-            hits = [_hit(chunks[i], s) for i, s in ranking if i in chunks]
+            hits = [hit_from_chunk(chunks[i], s) for i, s in ranking if i in chunks]
             results.append(self._widen(view, hits, k) if expand else hits)
         return results
 
@@ -360,93 +342,6 @@ class Retriever:
         hits = hits[:k]
         return [self._expand(view, h) for h in hits] if self.expand_neighbors else hits
 
-    def _may_focus(self, view: IndexView, k: int) -> bool:
-        """Whether ``focus_documents`` can change the ``k`` hits: always for ``n >= 1``; under ``"auto"`` only when
-        some document may hold ``k`` chunks (the rule's last condition), else the plain ranking is the answer
-        and the rule is not run (a corpus of abstracts pays nothing for it)."""
-        if self.focus_documents != FOCUS_AUTO:
-            return bool(self.focus_documents)
-        bound = getattr(view, "most_chunks_per_document", None)
-        most = bound() if bound is not None else None
-        return most is None or most >= k
-
-    def _focused_chunk_hits(
-        self, view: IndexView, queries: list[str], vectors: np.ndarray | None, k: int, filters: Mapping[str, Any] | None, mode: str
-    ) -> tuple[list[list[Hit]], list[FocusDecision]]:
-        """Chunk hits under ``focus_documents`` (see the class docstring), and the decision made for each query."""
-        auto = self.focus_documents == FOCUS_AUTO
-        if auto:
-            # One candidate search serves both rankings: the plain chunk list, and the documents the rule reads.
-            want = self._candidates_wanted(k)
-            depth = min(MAX_TOP_K, max(k, want) * self.candidate_factor)
-            dense, sparse = self._side_rankings(view, queries, vectors, depth, filters, mode)
-            chunks = view.get_chunks(sorted({i for side in (dense, sparse) if side for r in side for i, _ in r}))
-            plain, ranked = [], []
-            for row, query in enumerate(queries):
-                d, s = (dense[row] if dense else []), (sparse[row] if sparse else [])
-                plain.append(self._fuse(d, s, self._readable(query))[:want] if mode == "hybrid" else (d or s)[:want])
-                ranked.append(self._ranked_documents(query, d, s, chunks, mode)[:2])
-            decisions = [
-                decide_focus(q, [(doc, score, _title(chunks, doc, d, s)) for doc, score in docs],
-                             min_gap=self.focus_min_gap if mode == "hybrid" and self.fusion == "weighted" else None)
-                for q, docs, d, s in zip(queries, ranked, dense or [[]] * len(queries), sparse or [[]] * len(queries))
-            ]
-        else:
-            found = self._document_hits(view, queries, vectors, self.focus_documents, filters, None, mode)
-            decisions = [explicit_focus(q, [(d.doc_id, d.score, d.metadata.get("title")) for d in docs])
-                         for q, docs in zip(queries, found)]
-        question_vectors = self._question_vectors(queries, vectors, decisions, mode)
-        results: list[list[Hit]] = []
-        for i, (query, decision) in enumerate(zip(queries, decisions)):
-            focused: list[Hit] = []
-            if decision.focused:
-                within = self._within_mode(query, decision, mode)
-                inside = Filter.all_of(filters, {"doc_id": list(decision.doc_ids)})
-                vector = None if question_vectors is None else question_vectors[i : i + 1]
-                focused = self._chunk_hits(view, [decision.question], vector, k, inside, within, expand=True)[0]
-            if not auto:
-                results.append(focused)
-            elif decision.focused and len(focused) >= k:
-                results.append(focused)
-            else:  # no focus, or a document too short to fill the answer: the plain ranking
-                if decision.focused:
-                    decisions[i] = FocusDecision((), query, "short")
-                results.append(self._widen(view, [_hit(chunks[c], score) for c, score in plain[i] if c in chunks], k))
-        return results, decisions
-
-    def _within_mode(self, query: str, decision: FocusDecision, mode: str) -> str:
-        """How chunks are ranked inside focused documents: the retriever's mode on the question part; by dense
-        score when there is none (the whole query's naming words would swamp BM25); BM25 when unreadable."""
-        if mode == "sparse":
-            return "sparse"
-        if mode == "dense":
-            return "dense"
-        readable = self._readable(decision.question)
-        if decision.question != query:
-            return "hybrid" if readable else "sparse"
-        return "dense" if readable and self._readable(query) else "sparse"
-
-    def _question_vectors(
-        self, queries: list[str], vectors: np.ndarray | None, decisions: list[FocusDecision], mode: str
-    ) -> np.ndarray | None:
-        """Query vectors with the focused queries' question parts encoded in their place (one batch)."""
-        if vectors is None or mode == "sparse":
-            return vectors
-        changed = [i for i, (q, d) in enumerate(zip(queries, decisions)) if d.focused and d.question != q]
-        if not changed:
-            return vectors
-        out = np.array(vectors, copy=True)
-        out[changed] = self.index.encoder.encode_queries([decisions[i].question for i in changed])
-        return out
-
-    def _ranked_documents(self, query: str, dense: Ranking, sparse: Ranking, chunks: Mapping[int, Any], mode: str) -> list[tuple[str, float]]:
-        """One query's documents, best first, from its candidate chunks, as :meth:`retrieve_documents` ranks them."""
-        rule = self.aggregation
-        if mode != "hybrid":
-            return _document_ranking(dense or sparse, chunks, rule)
-        sides = [_document_ranking(ranking, chunks, rule) for ranking in (dense, sparse)]
-        return self._fuse(*sides, self._readable(query))
-
     def _document_hits(
         self,
         view: IndexView,
@@ -457,8 +352,8 @@ class Retriever:
         aggregation: str | None,
         mode: str,
     ) -> list[list[DocumentHit]]:
-        k = _check_top_k(top_k if top_k is not None else self.top_k)
-        rule = _check_choice("aggregation", aggregation or self.aggregation, AGGREGATIONS)
+        k = check_top_k(top_k if top_k is not None else self.top_k)
+        rule = check_choice("aggregation", aggregation or self.aggregation, AGGREGATIONS)
         chunk_k = min(MAX_TOP_K, k * self.candidate_factor)
         if mode != "hybrid":
             per_query = self._chunk_hits(view, queries, vectors, chunk_k, filters, mode, expand=False)
@@ -468,12 +363,12 @@ class Retriever:
         results = []
         for query, dense_ranking, sparse_ranking in zip(queries, dense, sparse):
             readable = self._readable(query)
-            sides = [_document_ranking(ranking, chunks, rule) for ranking in (dense_ranking, sparse_ranking)]
+            sides = [document_ranking(ranking, chunks, rule) for ranking in (dense_ranking, sparse_ranking)]
             chunk_scores = dict(self._fuse(dense_ranking, sparse_ranking, readable))
             by_doc: dict[str, list[Hit]] = defaultdict(list)
             for chunk_id, score in sorted(chunk_scores.items(), key=lambda item: -item[1]):
                 if chunk_id in chunks:
-                    by_doc[chunks[chunk_id].doc_id].append(_hit(chunks[chunk_id], score))
+                    by_doc[chunks[chunk_id].doc_id].append(hit_from_chunk(chunks[chunk_id], score))
             docs = [
                 DocumentHit(doc_id, score, by_doc[doc_id], by_doc[doc_id][0].metadata)
                 for doc_id, score in self._fuse(*sides, readable)[:k]
@@ -508,82 +403,3 @@ class Retriever:
         start, end = min(c.start for c in window), max(c.end for c in window)
         text = view.document_span(hit.doc_id, start, end)
         return Hit(hit.chunk_id, hit.doc_id, hit.score, start, end, text, hit.ordinal, hit.section, hit.metadata)
-
-
-def _ranking(scores: np.ndarray, ids: np.ndarray) -> Ranking:
-    return [(int(i), float(s)) for s, i in zip(scores, ids) if i >= 0]
-
-
-def _document_ranking(ranking: Ranking, chunks: Mapping[int, Any], rule: str) -> list[tuple[str, float]]:
-    """One side's documents, best first, each scored from that side's chunk scores by ``rule``."""
-    by_doc: dict[str, list[float]] = defaultdict(list)
-    for chunk_id, score in ranking:
-        if chunk_id in chunks:
-            by_doc[chunks[chunk_id].doc_id].append(score)
-    scored = [(doc_id, aggregate_document_scores(scores, rule)) for doc_id, scores in by_doc.items()]
-    return sorted(scored, key=lambda item: -item[1])
-
-
-def _title(chunks: Mapping[int, Any], doc_id: str, *rankings: Ranking) -> str | None:
-    """The title of ``doc_id`` from the metadata of one of its candidate chunks."""
-    for ranking in rankings:
-        for chunk_id, _ in ranking:
-            chunk = chunks.get(chunk_id)
-            if chunk is not None and chunk.doc_id == doc_id:
-                title = chunk.metadata.get("title")
-                return str(title) if title else None
-    return None
-
-
-def check_focus_documents(value: Any) -> int | str:
-    """``"auto"``, or a whole number >= 0 (0 = off); anything else is an error naming the value."""
-    if value == FOCUS_AUTO:
-        return FOCUS_AUTO
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InvalidInputError(f"focus_documents={value!r} must be 'auto' or a whole number >= 0 (0 = off)")
-    return int(value)
-
-
-def _hit(chunk: Any, score: float) -> Hit:
-    return Hit(
-        chunk_id=int(chunk.id), doc_id=chunk.doc_id, score=score, start=chunk.start, end=chunk.end,
-        text=chunk.text, ordinal=chunk.ordinal, section=chunk.section, metadata=chunk.metadata,
-    )
-
-
-def _check_top_k(top_k: Any) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
-        raise InvalidInputError(f"top_k must be a whole number, got {top_k!r}")
-    if top_k <= 0:
-        raise InvalidInputError(f"top_k={top_k} must be at least 1")
-    if top_k > MAX_TOP_K:
-        raise InvalidInputError(f"top_k={top_k} is too large; ask for at most {MAX_TOP_K} results")
-    return int(top_k)
-
-
-def _check_queries(queries: Sequence[str]) -> list[str]:
-    if isinstance(queries, str):
-        raise InvalidInputError("pass a list of queries to the batch methods (wrap one query: [query])")
-    checked = []
-    for query in queries:
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidInputError(f"query {query!r} is empty; give some text to search for")
-        surrogate = lone_surrogate(query)
-        if surrogate is not None:
-            raise InvalidInputError(
-                f"query holds {describe_surrogate(query, surrogate)}; pass UTF-8 text (on a terminal, check that "
-                "LANG / LC_ALL name a UTF-8 locale)"
-            )
-        if len(query) > MAX_QUERY_CHARS:
-            raise InvalidInputError(
-                f"query is {len(query):,} characters; the limit is {MAX_QUERY_CHARS:,} (the encoder reads only its "
-                "first few hundred tokens). Shorten it, or index the text and search with a question about it."
-            )
-        checked.append(query)
-    return checked
-
-
-def _check_choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise InvalidInputError(f"{name}={value!r} is not one of {', '.join(allowed)}")
-    return value
