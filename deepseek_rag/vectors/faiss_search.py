@@ -1,5 +1,6 @@
 """The parts of a FAISS search around ``index.search``: an :class:`IdFilter` as a faiss selector, the per-call
-search parameters, and the re-scoring of candidates with finer vectors (two-level specs, ``rescore_vectors``).
+search parameters, the re-scoring of candidates with finer vectors (two-level specs, ``rescore_vectors``), and the
+exact scoring of a narrow filter's allowed ids in place of the index search.
 
 Plain functions used by :class:`~deepseek_rag.vectors.faiss_store.FaissVectorStore`; they hold no state
 beyond what a filter caches for the searches of one snapshot.
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .base import IdFilter
+from .specs import uses_block_lists
 
 
 def id_selection(filter: IdFilter | None, held: np.ndarray) -> tuple[Any, int, list[Any]]:
@@ -72,3 +74,27 @@ def rescore(
         exact[valid] = np.einsum("ij,ij->i", vectors[inverse.ravel()], q[rows])
     order = np.argsort(-exact, axis=1, kind="stable")
     return np.take_along_axis(exact, order, 1), np.take_along_axis(candidates, order, 1)
+
+
+def exact_search(
+    index: faiss.Index | None, ivf: faiss.IndexIVF | None, dim: int, q: np.ndarray, k: int, allowed: np.ndarray,
+    scores: np.ndarray, ids: np.ndarray,
+) -> bool:
+    """Fill ``scores``/``ids`` with the top-``k`` among ``allowed`` (ids present in ``index``) by the inner product
+    with their stored vectors: every allowed vector is scored, where an IVF search would visit only the probed
+    lists (a narrow filter, ``faiss_store.EXACT_FILTER_LIMIT``). False (nothing filled) when the index cannot
+    return its stored vectors (fast-scan codes). ``ivf`` is the index's IVF part, if any."""
+    if index is None or (ivf is not None and uses_block_lists(ivf)):
+        return False
+    try:
+        vectors = np.asarray(index.reconstruct_batch(allowed), dtype=np.float32).reshape(len(allowed), dim)
+    except RuntimeError:  # an index type without reconstruction: search it instead
+        return False
+    exact = q @ vectors.T
+    m = min(k, len(allowed))
+    top = np.argpartition(-exact, m - 1, axis=1)[:, :m] if m < len(allowed) else np.tile(np.arange(m), (len(q), 1))
+    top_scores = np.take_along_axis(exact, top, 1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    scores[:, :m] = np.take_along_axis(top_scores, order, 1)
+    ids[:, :m] = allowed[np.take_along_axis(top, order, 1)]
+    return True

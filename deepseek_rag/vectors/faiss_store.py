@@ -40,7 +40,7 @@ from .arrays import as_ids, as_matrix, check_new_ids, few_query_threads, positiv
 from .base import Capabilities, IdFilter, search_params
 from .faiss_files import adopt_loaded, file_signature, fsync_folder_of, read_index_file, write_index_file
 from .faiss_gpu import GPU_MAX_K, GpuMirror, want_gpu
-from .faiss_search import id_selection, rescore, search_parameters
+from .faiss_search import exact_search, id_selection, rescore, search_parameters
 from .refine import RefineCodes, refine_path
 from .specs import (
     DEFAULT_K_FACTOR,
@@ -280,7 +280,7 @@ class FaissVectorStore:
         fetch = min(available, k if rescore_vectors is None else k * rescore_factor)
         allowed = keep_alive[0] if filter is not None and filter.allowed is not None else None
         if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT and rescore_vectors is None:
-            if self._exact_search(q, k, allowed, scores, ids):
+            if exact_search(self._index, self._ivf, self._dim, q, k, allowed, scores, ids):
                 return scores, ids
         lists = probe or self.nprobe or 1
         if allowed is not None and self._ivf is not None:  # probe as many more lists as the filter is narrow
@@ -300,26 +300,6 @@ class FaissVectorStore:
         scores[:, :m] = found_scores[:, :m]
         ids[:, :m] = found_ids[:, :m]
         return scores, ids
-
-    def _exact_search(self, q: np.ndarray, k: int, allowed: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> bool:
-        """Fill ``scores``/``ids`` with the top-``k`` among ``allowed`` (ids present here) by the inner product with
-        their stored vectors: every allowed vector is scored, where an IVF search would visit only the probed
-        lists. False (nothing filled) when this index cannot return its stored vectors (fast-scan codes)."""
-        ivf = self._ivf
-        if self._index is None or (ivf is not None and uses_block_lists(ivf)):
-            return False
-        try:
-            vectors = np.asarray(self._index.reconstruct_batch(allowed), dtype=np.float32).reshape(len(allowed), self._dim)
-        except RuntimeError:  # an index type without reconstruction: search it instead
-            return False
-        exact = q @ vectors.T
-        m = min(k, len(allowed))
-        top = np.argpartition(-exact, m - 1, axis=1)[:, :m] if m < len(allowed) else np.tile(np.arange(m), (len(q), 1))
-        top_scores = np.take_along_axis(exact, top, 1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        scores[:, :m] = np.take_along_axis(top_scores, order, 1)
-        ids[:, :m] = allowed[np.take_along_axis(top, order, 1)]
-        return True
 
     def fetch(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (decoded codes for compressed indexes), in the order given."""
