@@ -401,7 +401,7 @@ class DocumentIndex:
         if not store.is_milvus:
             return None
         from .storage.milvus_segments import MilvusTarget
-        from .vectors.milvus import collection_name_for
+        from .vectors.milvus_collections import collection_name_for
 
         collection = store.collection or (collection_name_for(folder) if folder is not None else "unsaved")
         index_id = ""

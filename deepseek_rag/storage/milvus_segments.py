@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import EncoderMismatchError, IndexFormatError, InvalidInputError
 from ..sparse.bm25 import Postings, SparseConfig
-from ..vectors.milvus import MilvusVectorStore, check_buildable, check_collection_name, read_identity
+from ..vectors.milvus import MilvusVectorStore
+from ..vectors.milvus_collections import check_buildable, check_collection_name, read_identity
 from ..vectors.milvus_connection import DEFAULT_TIMEOUT, milvus_client, normalize_uri, quiet_pymilvus
 from ..vectors.milvus_spec import MilvusIndexSpec
 from .layout import fsync_path

@@ -26,7 +26,8 @@ from .. import jsonable
 from ..documents import Chunk, Document
 from ..errors import InvalidInputError
 from ..vectors.filters import Filter
-from ..vectors.milvus import MAX_KEYS, VARCHAR_MAX, VECTOR_FIELD, MilvusVectorStore
+from ..vectors.milvus import MilvusVectorStore
+from ..vectors.milvus_collections import MAX_KEYS, VARCHAR_MAX, VECTOR_FIELD
 from ..vectors.milvus_filter import all_of, filter_expression, ids_expression, literal
 
 DOC_MAP_MAX_CHUNKS = 1_000_000

@@ -9,7 +9,8 @@ Building is where Milvus can mislead: milvus-lite accepts an index type at ``cre
 ``create_index`` that it cannot build (IVF_PQ, DISKANN, GPU types), searches unflushed rows by brute force, and
 ``describe_index`` echoes the requested type. Only building it shows the truth, so :meth:`finish` flushes,
 releases and loads the collection (which builds the index, or fails) and waits until every row is indexed, and
-:func:`check_buildable` does the same on a throw-away collection before an index build encodes anything. A type
+:func:`~deepseek_rag.vectors.milvus_collections.check_buildable` does the same on a throw-away collection before
+an index build encodes anything (``milvus_collections.py``: schema, names, identity). A type
 the target cannot build is an :class:`~deepseek_rag.errors.IndexSpecError`, never a silent brute-force search.
 
 Search knobs travel in ``params``: ``nprobe`` (IVF), ``ef`` or ``efSearch`` (HNSW). Filters: an
@@ -23,7 +24,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,18 @@ import numpy as np
 from ..errors import IndexFormatError, IndexSpecError, InvalidInputError
 from .arrays import as_ids, as_matrix, positive_int
 from .base import Capabilities, IdFilter, MetadataFilter, search_params
+from .milvus_collections import (
+    IDENTITY_PROPERTY,
+    VECTOR_FIELD,
+    check_collection_name,
+    collection_schema,
+    index_params,
+    read_identity,
+    unbuildable,
+)
 from .milvus_connection import (
     DEFAULT_TIMEOUT,
+    call_error,
     milvus_client,
     milvus_reason,
     normalize_uri,
@@ -45,12 +55,8 @@ from .milvus_spec import SEARCH_KNOBS, MilvusIndexSpec, search_knobs
 
 logger = logging.getLogger(__name__)
 
-VECTOR_FIELD = "vector"
-IDENTITY_PROPERTY = "deepseek_rag"
 MAX_TOP_K = 16384  # Milvus's limit on limit (topk)
 SEARCH_HITS_PER_CALL = 16384  # queries × limit asked of Milvus in one search call
-VARCHAR_MAX = 65535
-MAX_KEYS = 1024
 _INSERT_ROWS = 1000
 _READ_ROWS = 1000
 _POINTER_VERSION = 1
@@ -93,13 +99,13 @@ class MilvusVectorStore:
         if client.has_collection(collection, timeout=timeout):
             raise InvalidInputError(f"Milvus collection {collection!r} exists already at {store.uri}; a store is "
                                     "written into a new collection (drop it, or choose another name)")
-        schema = _schema(client, dim, chunk_fields)
+        schema = collection_schema(client, dim, chunk_fields)
         properties = {IDENTITY_PROPERTY: json.dumps(dict(identity or {}), sort_keys=True)}
         try:
             with quiet_pymilvus():  # create_index asks milvus-lite for a timestamp it does not serve, and logs it
                 client.create_collection(collection, schema=schema, consistency_level="Strong", properties=properties,
                                          timeout=timeout)
-                client.create_index(collection, _index_params(client, spec, build), timeout=timeout)
+                client.create_index(collection, index_params(client, spec, build), timeout=timeout)
                 # left released while rows go in: milvus-lite then builds nothing in the background, and
                 # finish() builds the index once, synchronously, when it loads the collection
                 client.release_collection(collection, timeout=timeout)
@@ -241,7 +247,7 @@ class MilvusVectorStore:
                 break
             except Exception as exc:
                 failure = exc
-                if _unbuildable(exc):
+                if unbuildable(exc):
                     break
                 time.sleep(0.5 * (attempt + 1))
         if not self._loaded:
@@ -435,129 +441,7 @@ class MilvusVectorStore:
             with quiet_pymilvus():
                 return method(*args, timeout=self.timeout, **kwargs)
         except Exception as exc:
-            from .milvus_connection import MilvusUnavailableError
-
-            grpc_code = _grpc_code(exc)  # pymilvus lets some gRPC errors through unwrapped (a deadline mid-search)
-            if grpc_code in ("DEADLINE_EXCEEDED", "UNAVAILABLE"):
-                raise MilvusUnavailableError(f"Milvus at {self.uri} did not answer {what} on {self.collection!r} within "
-                                             f"{self.timeout:g}s ({grpc_code.lower()}); raise vector_store.timeout "
-                                             "or check the server's load") from None
-            if grpc_code is not None:
-                raise InvalidInputError(f"Milvus {what} on collection {self.collection!r} at {self.uri} failed: "
-                                        f"{grpc_code.lower()}: {exc.details()}") from None
-            if type(exc).__name__ in ("MilvusException", "MilvusUnavailableException", "RpcError") and _is_unreachable(exc):
-                raise MilvusUnavailableError(f"Milvus at {self.uri} did not answer {what} on {self.collection!r} within "
-                                             f"{self.timeout:g}s ({milvus_reason(exc)})") from None
-            if type(exc).__name__.endswith("Exception") and exc.__class__.__module__.startswith("pymilvus"):
-                raise InvalidInputError(f"Milvus {what} on collection {self.collection!r} at {self.uri} failed: "
-                                        f"{milvus_reason(exc)}") from None
-            raise
-
-
-def check_buildable(uri: str, spec: MilvusIndexSpec | str, dim: int, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Build ``spec`` on a throw-away collection of 160 random vectors (flush, release, load, search), so a type the
-    target cannot build fails in a second, before anything is encoded."""
-    spec = MilvusIndexSpec.parse(spec) if isinstance(spec, str) else spec
-    spec = spec.resolve(1 << 30) if spec.index_type == "auto" else spec
-    probe = MilvusIndexSpec(spec.index_type, {**spec.params, **({"nlist": 4} if spec.is_ivf else {})})
-    name = f"deepseek_rag_probe_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    store = MilvusVectorStore.create(uri, name, dim, probe, rows=160, timeout=timeout)
-    try:
-        rng = np.random.default_rng(0)
-        vectors = rng.standard_normal((160, dim)).astype(np.float32)  # 4 lists × 40: what faiss k-means wants
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        store.add(np.arange(1, 161, dtype=np.int64), vectors)
-        try:
-            store.finish()
-        except IndexSpecError:
-            raise IndexSpecError(
-                f"Milvus at {store.uri} cannot build index type {spec.index_type}; choose one it builds "
-                "(milvus-lite: FLAT, IVF_FLAT, IVF_SQ8, HNSW, HNSW_SQ; a Milvus server also IVF_PQ, DISKANN...)"
-            ) from None
-        store.search(vectors[:1], 1)
-    finally:
-        with quiet_pymilvus():
-            store.drop()
-
-
-def read_identity(client: Any, collection: str, timeout: float) -> dict[str, Any]:
-    """The identity a writer recorded on ``collection`` ({} for a collection this library did not write)."""
-    description = client.describe_collection(collection, timeout=timeout)
-    raw = (description.get("properties") or {}).get(IDENTITY_PROPERTY)
-    try:
-        value = json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def check_collection_name(name: str) -> None:
-    """Milvus names: a letter or underscore first, then letters, digits and underscores, at most 255."""
-    import re
-
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", name):
-        raise InvalidInputError(
-            f"Milvus collection name {name!r} must start with a letter or '_' and hold only letters, digits and '_' "
-            "(at most 255); pass --collection NAME"
-        )
-
-
-def collection_name_for(folder: Path) -> str:
-    """A collection name from an index directory's name ("sci-fact.idx" → "sci_fact_idx")."""
-    import re
-
-    name = re.sub(r"[^A-Za-z0-9_]", "_", Path(folder).absolute().name) or "deepseek_rag"
-    return name if re.match(r"[A-Za-z_]", name) else f"_{name}"
-
-
-def _unbuildable(exc: BaseException) -> bool:
-    """A load failure that says the index type itself cannot be built (not worth a retry)."""
-    text = milvus_reason(exc).lower()
-    return any(word in text for word in ("index_type", "index type", "not supported", "unsupported", "reserved"))
-
-
-def _grpc_code(exc: BaseException) -> str | None:
-    """The status name of a raw gRPC error ("DEADLINE_EXCEEDED"), or None for any other exception."""
-    try:
-        import grpc
-    except ImportError:
-        return None
-    if not isinstance(exc, grpc.RpcError) or not callable(getattr(exc, "code", None)):
-        return None
-    code = exc.code()
-    return getattr(code, "name", str(code))
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return any(word in text for word in ("unavailable", "deadline", "connect", "timeout", "timed out"))
-
-
-def _schema(client: Any, dim: int, chunk_fields: bool) -> Any:
-    from pymilvus import DataType
-
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dim)
-    if chunk_fields:
-        schema.add_field("doc_id", DataType.VARCHAR, max_length=VARCHAR_MAX)
-        schema.add_field("ordinal", DataType.INT64)
-        schema.add_field("char_start", DataType.INT64)
-        schema.add_field("char_end", DataType.INT64)
-        schema.add_field("text", DataType.VARCHAR, max_length=VARCHAR_MAX)
-        schema.add_field("section", DataType.VARCHAR, max_length=VARCHAR_MAX, nullable=True)
-        schema.add_field("metadata", DataType.JSON)
-        for part in ("meta_num", "meta_bool", "meta_str", "meta_list"):  # the metadata by type (milvus_filter.py)
-            schema.add_field(part, DataType.JSON)
-        schema.add_field("null_keys", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_KEYS, max_length=1024)
-        schema.add_field("gap_before", DataType.VARCHAR, max_length=VARCHAR_MAX)
-        schema.add_field("tail", DataType.VARCHAR, max_length=VARCHAR_MAX)
-    return schema
-
-
-def _index_params(client: Any, spec: MilvusIndexSpec, build: Mapping[str, Any]) -> Any:
-    params = client.prepare_index_params()
-    # "params" nested, the wire form both Milvus servers and milvus-lite read (pymilvus 3 would flatten a plain dict)
-    params.add_index(field_name=VECTOR_FIELD, index_type=spec.index_type, metric_type="IP",
-                     params={"params": dict(build)} if build else {})
-    return params
+            error = call_error(exc, what, self.uri, self.collection, self.timeout)
+            if error is None:
+                raise
+            raise error from None

@@ -166,3 +166,39 @@ def milvus_reason(exc: BaseException) -> str:
     """The human part of a pymilvus error ("index_type='IVF_PQ' is reserved ...")."""
     message = getattr(exc, "message", None) or str(exc)
     return str(message).strip().splitlines()[0][:400] if str(message).strip() else type(exc).__name__
+
+
+def call_error(exc: BaseException, what: str, uri: str, collection: str, timeout: float) -> Exception | None:
+    """The clear error a failed call ``what`` on ``collection`` becomes (None: not a Milvus error; raise it as it is)."""
+    grpc_code = _grpc_code(exc)  # pymilvus lets some gRPC errors through unwrapped (a deadline mid-search)
+    if grpc_code in ("DEADLINE_EXCEEDED", "UNAVAILABLE"):
+        return MilvusUnavailableError(f"Milvus at {uri} did not answer {what} on {collection!r} within "
+                                      f"{timeout:g}s ({grpc_code.lower()}); raise vector_store.timeout "
+                                      "or check the server's load")
+    if grpc_code is not None:
+        return InvalidInputError(f"Milvus {what} on collection {collection!r} at {uri} failed: "
+                                 f"{grpc_code.lower()}: {exc.details()}")
+    if type(exc).__name__ in ("MilvusException", "MilvusUnavailableException", "RpcError") and _is_unreachable(exc):
+        return MilvusUnavailableError(f"Milvus at {uri} did not answer {what} on {collection!r} within "
+                                      f"{timeout:g}s ({milvus_reason(exc)})")
+    if type(exc).__name__.endswith("Exception") and exc.__class__.__module__.startswith("pymilvus"):
+        return InvalidInputError(f"Milvus {what} on collection {collection!r} at {uri} failed: "
+                                 f"{milvus_reason(exc)}")
+    return None
+
+
+def _grpc_code(exc: BaseException) -> str | None:
+    """The status name of a raw gRPC error ("DEADLINE_EXCEEDED"), or None for any other exception."""
+    try:
+        import grpc
+    except ImportError:
+        return None
+    if not isinstance(exc, grpc.RpcError) or not callable(getattr(exc, "code", None)):
+        return None
+    code = exc.code()
+    return getattr(code, "name", str(code))
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in ("unavailable", "deadline", "connect", "timeout", "timed out"))
