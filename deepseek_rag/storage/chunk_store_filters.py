@@ -1,0 +1,105 @@
+"""The chunk store's reads behind metadata filters: which chunk ids a filter passes, a selectivity sample for the
+filter planner (``filtering.py``), the metadata keys a filter can name, and documents holding non-numbers.
+
+:class:`FilterReads` is the part of :class:`~deepseek_rag.storage.chunk_store.ChunkStore` that compiles filters to
+SQL (``sql_filter.py``), falling back to the reference semantics (``Filter.matches``) for first-release stores
+whose metadata SQLite's JSON functions refuse. Rows and connections are the store's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..vectors.filters import Filter
+from .sql_filter import filter_sql
+
+logger = logging.getLogger(__name__)
+
+
+class FilterReads:
+    """Filtered reads for :class:`~deepseek_rag.storage.chunk_store.ChunkStore` (which provides ``_rows`` and
+    ``_lock``, and sets ``_bare_nan``)."""
+
+    def chunk_ids_matching(self, filters: Filter | Mapping[str, Any] | None, among: np.ndarray | None = None) -> np.ndarray:
+        """Ids (ascending) of the chunks whose document passes ``filters`` (see ``vectors/filters.py``), among
+        ``among`` when given (post-filtering a search's candidates)."""
+        parsed = Filter.parse(filters)
+        if parsed is None:
+            return self.chunk_ids() if among is None else np.sort(np.asarray(among, dtype=np.int64))
+        if self._has_bare_nan():
+            return self._chunk_ids_matching_in_python(parsed, among)
+        where, params = filter_sql(parsed)
+        if among is not None:
+            ids = [int(i) for i in among]
+            if not ids:
+                return np.empty(0, dtype=np.int64)
+            where = f"c.id IN ({','.join('?' * len(ids))}) AND {where}"
+            params = [*ids, *params]
+        rows = self._rows(f"SELECT c.id FROM chunks c JOIN documents d USING (doc_id) WHERE {where} ORDER BY c.id", params)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def sample_share(self, filters: Filter, sample: int = 2000) -> tuple[int, int]:
+        """(documents passing ``filters``, documents looked at) over an evenly spaced sample of the documents."""
+        if self._has_bare_nan():
+            return 1, 1  # SQL cannot read this store's metadata: treat the filter as broad (post-filter in Python)
+        with self._lock:
+            if getattr(self, "_sample_rowids", None) is None:
+                total = self._rows("SELECT COUNT(*) FROM documents")[0][0]
+                step = max(1, total // sample)
+                self._sample_rowids = [r[0] for r in self._rows("SELECT rowid FROM documents WHERE rowid % ? = 0", (step,))]
+        rowids = self._sample_rowids
+        if not rowids:
+            return 0, 0
+        where, params = filter_sql(filters)
+        hits = 0
+        for start in range(0, len(rowids), 900):
+            part = rowids[start : start + 900]
+            hits += self._rows(f"SELECT COUNT(*) FROM documents d WHERE d.rowid IN ({','.join('?' * len(part))}) AND {where}",
+                               [*part, *params])[0][0]
+        return hits, len(rowids)
+
+    def non_numeric(self, key: str, limit: int = 5) -> tuple[int, list[str]]:
+        """(how many documents hold a non-number under ``key``, the first ``limit`` of their ids)."""
+        path = '$."' + key + '"'
+        where = f"json_valid(metadata) AND json_type(metadata, '{path}') NOT IN ('integer', 'real', 'null')"
+        count = self._rows(f"SELECT COUNT(*) FROM documents WHERE {where}")[0][0]
+        ids = [r[0] for r in self._rows(f"SELECT doc_id FROM documents WHERE {where} LIMIT ?", (limit,))] if count else []
+        return int(count), ids
+
+    def _has_bare_nan(self) -> bool:
+        """Whether a document's metadata holds JSON SQLite refuses: the first release wrote NaN and Infinity bare."""
+        if self._bare_nan is None:
+            found = self._rows("SELECT EXISTS (SELECT 1 FROM documents WHERE NOT json_valid(metadata))")
+            self._bare_nan = bool(found[0][0])
+        return self._bare_nan
+
+    def _chunk_ids_matching_in_python(self, parsed: Filter, among: np.ndarray | None = None) -> np.ndarray:
+        """The filter evaluated by its reference semantics (``Filter.matches``), for stores SQL cannot read."""
+        matching = {doc_id for doc_id, text in self._rows("SELECT doc_id, metadata FROM documents")
+                    if parsed.matches(json.loads(text), doc_id)}
+        rows = self._rows("SELECT id, doc_id FROM chunks ORDER BY id")
+        wanted = None if among is None else set(int(i) for i in among)
+        ids = [chunk_id for chunk_id, doc_id in rows if doc_id in matching and (wanted is None or chunk_id in wanted)]
+        return np.asarray(ids, dtype=np.int64)
+
+    def metadata_keys(self, excluded_ids: np.ndarray | None = None) -> set[str]:
+        """The top-level metadata keys of the stored documents, leaving out documents whose first chunk is in
+        ``excluded_ids`` (the deleted ones); a document without chunks holds none."""
+        excluded = json.dumps([int(i) for i in excluded_ids]) if excluded_ids is not None and len(excluded_ids) else "[]"
+        live = "FROM documents d JOIN chunks c ON c.doc_id = d.doc_id AND c.ordinal = 0"
+        unless_deleted = "c.id NOT IN (SELECT value FROM json_each(?))"
+        rows = self._rows(
+            f"SELECT DISTINCT j.key {live}, json_each(d.metadata) j WHERE json_valid(d.metadata) AND {unless_deleted}",
+            (excluded,),
+        )
+        keys = {r[0] for r in rows}
+        # The first release stored NaN as bare JSON NaN, which SQLite's JSON functions refuse: read those in Python.
+        for (text,) in self._rows(f"SELECT d.metadata {live} WHERE NOT json_valid(d.metadata) AND {unless_deleted}",
+                                  (excluded,)):
+            keys.update(json.loads(text))
+        return keys
