@@ -2,7 +2,9 @@
 
 The coordinator of the stages: text preparation (``ingest/``), the dual encoder (``encoding/``), segments of
 chunks + vectors + postings (``storage/segment.py``) and the versioned directory (``storage/``). Writes go
-through it; reads get an immutable :class:`~deepseek_rag.storage.snapshot.Snapshot`.
+through it; reads get an immutable :class:`~deepseek_rag.storage.snapshot.Snapshot`. Its directory side (writer
+lock, save, load, refresh) is ``index_publishing.py``; whether it has vectors (``dense="auto"``, ``densify``) is
+``index_dense.py``.
 
 Concurrency: chunking and encoding run outside any lock. A change builds a new in-memory segment (or new
 deletion markers), then swaps in a new snapshot with one assignment under the writer's mutex, so searches
@@ -15,31 +17,27 @@ version and lets the lock go. A change that fails leaves the index exactly as it
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .documents import Chunk, Document
-from .encoding.coverage import token_coverage
 from .encoding.dual_encoder import DualEncoder
 from .errors import DocumentNotFoundError, InvalidInputError, ReadOnlyIndexError
-from .index_files import next_segment_number, open_index, portable_encoder_config
+from .index_dense import DenseSide
+from .index_publishing import Publishing
 from .ingest.preparation import PreparedBatch, chunk_for_encoder, prepare_documents, with_header
 from .settings import IndexSettings
 from .sparse.bm25 import SparseConfig
 from .storage import rebuild
-from .storage.directory import publish_snapshot
-from .storage.layout import CURRENT_NAME, FORMAT_VERSION, check_save_target, directory_bytes, read_current
+from .storage.layout import CURRENT_NAME, FORMAT_VERSION, directory_bytes
 from .storage.lock import WriterLock
-from .storage.merging import SegmentSize, plan_merges
 from .storage.segment import Segment
 from .storage.snapshot import SegmentState, Snapshot, VectorsSummary, with_deleted
-from .storage.versions import collect_garbage
 from .vectors.calibration import VectorSearchSettings, calibrate_template
 from .vectors.faiss_store import FaissVectorStore
 
@@ -49,7 +47,7 @@ MAX_PENDING_SEGMENTS = 8
 """Unsaved in-memory segments are merged into one past this count, so searches visit few segments."""
 
 
-class DocumentIndex:
+class DocumentIndex(Publishing, DenseSide):
     """Chunked documents with their vectors: build, add, upsert, delete, save (publish), load.
 
     >>> index = DocumentIndex.build(documents)            # bundled MiniLM, spec chosen by size
@@ -178,30 +176,6 @@ class DocumentIndex:
             return batch, None  # a lexical-only index: nothing to encode
         return batch, self.encoder.encode_documents(batch.embedding_texts, progress=progress)
 
-    def _decide_dense(self, texts: list[str]) -> None:
-        """``dense="auto"``: embed unless the encoder cannot read most of a sample of the first batch's tokens."""
-        with self._mutex:
-            if self.settings.dense != "auto":
-                return
-            if self._snapshot.counts()[1]:  # chunks already there: they decided
-                decision = "on" if self._snapshot.dense else "off"
-            else:
-                coverage = token_coverage(self.encoder.tokenizer, texts)
-                name = Path(self.encoder.model_name).name
-                if coverage.readable or not self.settings.sparse.enabled:
-                    decision = "on"
-                    if not coverage.readable:
-                        self.dense_note = f"{coverage.describe(name)}; embedding anyway: the index has no BM25 side"
-                else:
-                    decision = "off"
-                    self.dense_note = (f"{coverage.describe(name)}; building the BM25 side only (a lexical-only index, "
-                                       "searched in sparse mode); `deepseek-rag densify DIR --model MODEL` adds vectors "
-                                       "later from an encoder that reads this text")
-                if self.dense_note:
-                    logger.info(self.dense_note)
-            self.settings = dataclasses.replace(self.settings, dense=decision)
-            self._snapshot = self._snapshot.derive(self._snapshot.states, dense=decision == "on")
-
     def add_documents(self, documents: Iterable[Document], *, progress: bool | None = None) -> int:
         """Chunk, encode and add new documents; an id already in the index is an error. Returns chunks added."""
         batch, vectors = self._prepare(documents, progress)
@@ -321,165 +295,12 @@ class DocumentIndex:
                 if not self._changed:
                     self._release_lock()
 
-    def lock_for_writing(self, timeout: float | None = None) -> None:
-        """Take this directory's writer lock now (before slow work, as the CLI does); a no-op in memory.
-
-        If another writer published since this index was opened, it moves to that version first.
-        """
-        self._check_writable()
-        with self._mutex:
-            if self.path is None or self._writer_lock is not None:
-                return
-            wait = self.lock_timeout if timeout is None else timeout
-            lock = WriterLock(self.path, "changes not yet saved, or being saved").acquire(wait)
-            try:
-                if (self.path / CURRENT_NAME).exists():
-                    current = read_current(self.path)
-                    collect_garbage(self.path, current, self.settings.versions.keep_versions)
-                    if not self._changed and current != self._snapshot.version:
-                        self._reopen()
-            except BaseException:
-                lock.release()
-                raise
-            self._writer_lock = lock
-
-    def _release_lock(self) -> None:
-        if self._writer_lock is not None:
-            self._writer_lock.release()
-            self._writer_lock = None
-
-    # ------------------------------------------------------------------------------------ persistence
-    def save(self, path: str | Path | None = None, *, overwrite: bool = False) -> Path:
-        """Publish this index as a new version of a directory: atomically, whatever happens, readers see the old
-        version or the new one. Without ``path``: the directory it was opened from (or last saved to)."""
-        if path is None and self.path is None:
-            raise InvalidInputError("this index has no directory yet; pass save(path)")
-        target = Path(path) if path is not None else self.path
-        with self._mutex:
-            if self.path is not None and target.resolve() == self.path.resolve():
-                if self._changed or not (target / CURRENT_NAME).exists():
-                    self._publish_in_place()
-            else:
-                self._save_as(target, overwrite)
-        return target
-
-    def _manifest_parts(self) -> dict[str, Any]:
-        return {"encoder": {"config": portable_encoder_config(self.encoder), "fingerprint": self.encoder.fingerprint()},
-                "settings": self.settings.to_dict()}
-
-    def _publish_in_place(self) -> None:
-        self.lock_for_writing()
-        try:
-            legacy = not (self.path / CURRENT_NAME).exists()
-            _, snapshot, _ = publish_snapshot(self.path, self._snapshot, rewrite_all=legacy, **self._manifest_parts())
-            self._snapshot, self._changed = snapshot, False
-            collect_garbage(self.path, snapshot.version, self.settings.versions.keep_versions)
-            self._merge_segments()
-        finally:
-            if not self._changed:
-                self._release_lock()
-
-    def _merge_segments(self) -> None:
-        """Publish merged segments when the merge policy says so (see ``storage/merging.py``)."""
-        states = self._snapshot.states
-        groups = plan_merges([SegmentSize(s.segment.chunks, len(s.deleted)) for s in states], self.settings.versions)
-        for names in [{states[p].segment.name for p in group} for group in groups]:
-            _, self._snapshot, _ = publish_snapshot(self.path, self._snapshot, rewrite=names, **self._manifest_parts())
-            collect_garbage(self.path, self._snapshot.version, self.settings.versions.keep_versions)
-            logger.info("merged segments %s into version %d", ", ".join(sorted(names)), self._snapshot.version)
-
+    # ------------------------------------------------------------------------------------ copies and vector sides
     def _new_template(self) -> FaissVectorStore:
         """The vector store new in-memory segments start from: the spec's (FAISS), or exact Flat until a publish
         writes them into Milvus collections."""
         spec = "Flat" if self.settings.vector_store.is_milvus else self.settings.index_spec
         return FaissVectorStore(self.encoder.dim, spec)
-
-    def _milvus_target(self, folder: Path | None):  # -> MilvusTarget | None
-        """Where this index's segments go on Milvus when saved into ``folder`` (None: the FAISS backend). Saving
-        again into a Milvus index's own directory keeps its index id, so its collections stay its own."""
-        store = self.settings.vector_store
-        if not store.is_milvus:
-            return None
-        from .storage.milvus_segments import MilvusTarget
-        from .vectors.milvus_collections import collection_name_for
-
-        collection = store.collection or (collection_name_for(folder) if folder is not None else "unsaved")
-        index_id = ""
-        if folder is not None and (folder / CURRENT_NAME).is_file():
-            from .storage.versions import read_record
-
-            with contextlib.suppress(Exception):  # an unreadable old version: a new id
-                vectors = read_record(folder, read_current(folder)).get("vectors") or {}
-                if vectors.get("backend") == "milvus":
-                    index_id = vectors.get("index_id") or ""
-        import uuid
-
-        return MilvusTarget(store.uri, collection, self.settings.index_spec, index_id or uuid.uuid4().hex, store.timeout)
-
-    def check_vector_store(self, path: str | Path):  # -> MilvusTarget | None
-        """Before slow work: for the Milvus backend, check that saving into ``path`` can work — the server answers,
-        builds the index type, and the collection is free or this index's own (a no-op on FAISS)."""
-        folder = Path(path).absolute()
-        if self._checked_target is not None and self._checked_target[0] == folder:
-            return self._checked_target[1]
-        target = self._milvus_target(folder)
-        if target is not None:
-            from .storage.milvus_segments import check_target
-
-            check_target(target, self.encoder.dim, self.encoder.fingerprint())
-        self._checked_target = (folder, target)
-        return target
-
-    def _save_as(self, target: Path, overwrite: bool) -> None:
-        check_save_target(target, overwrite)
-        milvus = self.check_vector_store(target)
-        target.mkdir(parents=True, exist_ok=True)
-        lock = WriterLock(target, "saving a new version").acquire(self.lock_timeout)
-        try:
-            if (target / CURRENT_NAME).exists():
-                collect_garbage(target, read_current(target), self.settings.versions.keep_versions)
-            base = self._snapshot.derive(self._snapshot.states, next_segment=next_segment_number(target), milvus=milvus)
-            _, snapshot, _ = publish_snapshot(target, base, rewrite_all=True, **self._manifest_parts())
-            collect_garbage(target, snapshot.version, self.settings.versions.keep_versions)
-        finally:
-            lock.release()
-        self._release_lock()
-        self._snapshot, self.path, self._changed = snapshot, target, False
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        encoder: DualEncoder | None = None,
-        *,
-        writable: bool = True,
-        encoder_overrides: Mapping[str, Any] | None = None,
-        lock_timeout: float = 0.0,
-    ) -> DocumentIndex:
-        """Open the current version of an index directory; the encoder is rebuilt from the manifest unless one is
-        given. An encoder other than the one that built the index is an :class:`EncoderMismatchError`.
-
-        Opening never writes to the directory (a read-only mount works). ``writable=False`` refuses changes;
-        with ``writable=True`` (the default) the first change takes the writer lock.
-        """
-        folder = Path(path)
-        encoder, settings, snapshot = open_index(folder, encoder, encoder_overrides)
-        return cls(encoder, settings, lock_timeout=lock_timeout, _snapshot=snapshot, _path=folder, _writable=writable)
-
-    def _reopen(self) -> None:
-        """Move to the current version of the directory, sharing the segments already open."""
-        reuse = {s.segment.name: s.segment for s in self._snapshot.states if s.segment.path is not None}
-        _, self.settings, self._snapshot = open_index(self.path, self.encoder, None, reuse=reuse)
-
-    def refresh(self) -> bool:
-        """Move to the newest published version of the directory (only without unsaved changes); True if it moved."""
-        if self.path is None or not (self.path / CURRENT_NAME).exists():
-            return False
-        with self._mutex:
-            if self._changed or read_current(self.path) == self._snapshot.version:
-                return False
-            self._reopen()
-            return True
 
     def with_vector_spec(
         self, spec: str, nprobe: int | None = None, vector_search: VectorSearchSettings | None = None
@@ -492,48 +313,6 @@ class DocumentIndex:
         settings = IndexSettings.from_dict({**self.settings.to_dict(), **changes})
         snapshot = rebuild.with_vector_spec(self._snapshot, spec, nprobe, settings.vector_search)
         return DocumentIndex(self.encoder, settings, _snapshot=snapshot)
-
-    def densify(self, encoder: DualEncoder, *, index_spec: str = "auto", force: bool = False,
-                progress: bool | None = None) -> int:
-        """Give a lexical-only index its vector side: every live chunk embedded by ``encoder``, which the index
-        records as its encoder from then on (queries and later adds use it). Returns the chunks embedded; call
-        :meth:`save` to publish (atomically: readers see the lexical-only version until then).
-
-        Refused when the index has vectors already (rebuilding is how an index changes encoder), and, unless
-        ``force``, when ``encoder`` cannot read most of a sample of the chunks either. Chunks were cut for the
-        encoder that built the index; ones longer than ``encoder`` reads are embedded from their start (a warning
-        says how many; the BM25 side keeps all of their text).
-        """
-        self._check_writable()
-        if self._snapshot.dense:
-            raise InvalidInputError(
-                f"this index has a dense side already (encoder {Path(self.encoder.model_name).name}, "
-                f"{self._snapshot.spec}); an index changes encoder by being rebuilt: `deepseek-rag index ... --model M`"
-            )
-        with self._writing():
-            texts = [self.embedding_text(c, _title(c)) for batch in self._snapshot.iter_chunks() for c in batch]
-            name = Path(encoder.model_name).name
-            coverage = token_coverage(encoder.tokenizer, texts)
-            if not coverage.readable and not force:
-                raise InvalidInputError(f"{coverage.describe(name)}: its vectors would say little about this text; "
-                                        "choose an encoder that reads it, or pass force=True (--force) to embed anyway")
-            limit = encoder.max_seq_length - encoder.tokenizer.num_special_tokens_to_add() - encoder.document_prefix_tokens
-            long = sum(len(ids) > limit for ids in encoder.tokenizer(texts, add_special_tokens=False)["input_ids"]) \
-                if texts else 0
-            notes = [coverage.describe(name)]
-            if long:
-                notes.append(f"{long} of {len(texts)} chunks are longer than the {limit} tokens {name} reads: only their "
-                             "start is embedded (rebuild with --model to cut chunks for it)")
-                logger.warning(notes[-1])
-            self.dense_note = "; ".join(notes)
-            snapshot = rebuild.with_dense(
-                self._snapshot, lambda batch, shown: encoder.encode_documents(batch, progress=shown), index_spec,
-                encoder.dim, embedding_text=lambda chunk: self.embedding_text(chunk, _title(chunk)), progress=progress,
-            )
-            self.encoder = encoder
-            self.settings = dataclasses.replace(self.settings, dense="on", index_spec=index_spec)
-            self._swap(snapshot)
-        return len(texts)
 
     def with_sparse(self, config: SparseConfig) -> DocumentIndex:
         """An in-memory copy whose BM25 side is analysed again under ``config`` (same chunks and vectors)."""
@@ -598,9 +377,3 @@ class DocumentIndex:
     def close(self) -> None:
         """Drop unsaved changes and let the writer lock go (the directory keeps its last published version)."""
         self.discard_changes()
-
-
-def _title(chunk: Chunk) -> str | None:
-    """The document title a chunk's header names (its document's ``metadata["title"]``)."""
-    title = chunk.metadata.get("title")
-    return str(title) if title else None
