@@ -152,10 +152,14 @@ def test_auto_on_short_documents_is_the_plain_ranking_without_running_the_rule(a
     if vectors is not None:
         assert _pairs(auto.search_by_vectors(vectors, k, queries=queries)) == expected
     assert rule_calls == []  # no document can hold k chunks: the rule is skipped, not run and overruled
-    # ...and the rule run anyway (as before the bound) gives the same hits
+    # ...and the rule run anyway (as before the bound) keeps the plain ranking too: the same hits in hybrid mode,
+    # where both search the same depth; in one-side modes it searches deeper, so ties may break otherwise
     monkeypatch.setattr(Retriever, "_may_focus", lambda self, view, k: True)
-    assert _pairs(auto.retrieve_batch(queries)) == expected
+    ruled = auto.retrieve_batch(queries)
     assert rule_calls == [k]
+    if mode == "hybrid":
+        assert _pairs(ruled) == expected
+    assert [[round(h.score, 5) for h in hits] for hits in ruled] == [[round(s, 5) for _, s, _ in hits] for hits in expected]
     assert auto.focus_decisions(queries)[0].reason == "short"  # the diagnostic still runs the rule
 
 
