@@ -132,7 +132,7 @@ def rule_calls(monkeypatch):
     """How often the retriever ran the focus rule (``_focused_chunk_hits``)."""
     calls = []
     real = Retriever._focused_chunk_hits
-    monkeypatch.setattr(Retriever, "_focused_chunk_hits", lambda self, *args: calls.append(args[3]) or real(self, *args))
+    monkeypatch.setattr(Retriever, "_focused_chunk_hits", lambda self, *args, **kw: calls.append(args[3]) or real(self, *args, **kw))
     return calls
 
 
@@ -200,3 +200,19 @@ def test_the_served_view_forwards_the_bound(abstracts_index, rule_calls):
     served = Retriever(pinned, top_k=k).retrieve("Roof study; what about the roof?")
     plain = abstracts_index.as_retriever(top_k=k, focus_documents=0).retrieve("Roof study; what about the roof?")
     assert _pairs([served]) == _pairs([plain]) and rule_calls == [] and "search" in stages
+
+
+def test_auto_skips_the_rule_for_queries_whose_candidates_hold_no_long_document(titled_index, monkeypatch):
+    ranked = []
+    real = Retriever._ranked_documents
+    monkeypatch.setattr(Retriever, "_ranked_documents", lambda self, *args: ranked.append(args[0]) or real(self, *args))
+    only_abstracts = {"doc_id": {"$in": ["abstract-1", "abstract-2"]}}
+    query = "Roof study; short abstract about the roof"
+    auto = titled_index.as_retriever(top_k=8)
+    hits = auto.retrieve(query, filters=only_abstracts)
+    assert ranked == []  # no candidate belongs to a document of 8 chunks or more: the rule is not run
+    plain = titled_index.as_retriever(top_k=8, focus_documents=0).retrieve(query, filters=only_abstracts)
+    assert _pairs([hits]) == _pairs([plain])
+    assert not auto.focus_decisions([query], filters=only_abstracts)[0].focused and ranked == [query]  # diagnostics run it
+    named = "Consider the Beta NDA between Acme and Beta; who pays the rent?"
+    assert {h.doc_id for h in auto.retrieve(named)} == {"nda"} and ranked == [query, named]

@@ -37,26 +37,40 @@ class FocusedSearch:
         most = bound() if bound is not None else None
         return most is None or most >= k
 
+    def _may_fill(self, view: IndexView, k: int, dense: list[Ranking], sparse: list[Ranking]) -> list[bool]:
+        """Per query: whether one of its candidate chunks belongs to a document that may hold ``k`` chunks — the
+        only documents the rule can focus on and keep (a query with none keeps its plain ranking)."""
+        read = getattr(view, "long_document_chunk_ids", None)
+        long_ids = None if read is None else read(k)
+        if long_ids is None:
+            return [True] * len(dense)
+        return [bool(len(long_ids)) and bool(np.isin([i for i, _ in (*d, *s)], long_ids).any()) for d, s in zip(dense, sparse)]
+
     def _focused_chunk_hits(
-        self, view: IndexView, queries: list[str], vectors: np.ndarray | None, k: int, filters: Mapping[str, Any] | None, mode: str
+        self, view: IndexView, queries: list[str], vectors: np.ndarray | None, k: int, filters: Mapping[str, Any] | None,
+        mode: str, *, skip_short: bool = True,
     ) -> tuple[list[list[Hit]], list[FocusDecision]]:
-        """Chunk hits under ``focus_documents`` (see ``Retriever``'s docstring), and the decision made for each query."""
+        """Chunk hits under ``focus_documents`` (see ``Retriever``'s docstring), and the decision made for each query.
+        ``skip_short``: queries whose candidates hold no document that can fill ``k`` skip the rule (same hits;
+        their decision then says nothing rather than ``"short"``)."""
         auto = self.focus_documents == FOCUS_AUTO
         if auto:
             # One candidate search serves both rankings: the plain chunk list, and the documents the rule reads.
             want = self._candidates_wanted(k)
             depth = min(MAX_TOP_K, max(k, want) * self.candidate_factor)
             dense, sparse = self._side_rankings(view, queries, vectors, depth, filters, mode)
-            chunks = view.get_chunks(sorted({i for side in (dense, sparse) if side for r in side for i, _ in r}))
-            plain, ranked = [], []
-            for row, query in enumerate(queries):
-                d, s = (dense[row] if dense else []), (sparse[row] if sparse else [])
-                plain.append(self._fuse(d, s, self._readable(query))[:want] if mode == "hybrid" else (d or s)[:want])
-                ranked.append(self._ranked_documents(query, d, s, chunks, mode)[:2])
+            dense, sparse = dense or [[]] * len(queries), sparse or [[]] * len(queries)
+            may = self._may_fill(view, k, dense, sparse) if skip_short else [True] * len(queries)
+            plain = [self._fuse(d, s, self._readable(q))[:want] if mode == "hybrid" else (d or s)[:want]
+                     for q, d, s in zip(queries, dense, sparse)]
+            chunks = view.get_chunks(sorted({i for row, (d, s) in enumerate(zip(dense, sparse))
+                                             for i, _ in ((*d, *s) if may[row] else plain[row])}))
+            ranked = [self._ranked_documents(q, d, s, chunks, mode)[:2] if may[row] else []
+                      for row, (q, d, s) in enumerate(zip(queries, dense, sparse))]
             decisions = [
                 decide_focus(q, [(doc, score, _title(chunks, doc, d, s)) for doc, score in docs],
                              min_gap=self.focus_min_gap if mode == "hybrid" and self.fusion == "weighted" else None)
-                for q, docs, d, s in zip(queries, ranked, dense or [[]] * len(queries), sparse or [[]] * len(queries))
+                for q, docs, d, s in zip(queries, ranked, dense, sparse)
             ]
         else:
             found = self._document_hits(view, queries, vectors, self.focus_documents, filters, None, mode)

@@ -40,6 +40,11 @@ class IndexView(Protocol):
         bound below ``top_k`` skips the focus rule; a view without this method always runs it."""
         ...
 
+    def long_document_chunk_ids(self, min_chunks: int) -> np.ndarray | None:
+        """A superset of the ids of the chunks of documents holding at least ``min_chunks`` chunks (None: unknown).
+        Under ``focus_documents="auto"`` a query none of whose candidate chunks is in it skips the focus rule."""
+        ...
+
 
 @runtime_checkable
 class SearchableIndex(Protocol):

@@ -177,7 +177,7 @@ class Retriever(FocusedSearch):
             return [FocusDecision((), q) for q in queries]
         vectors = self._encode(queries, mode)
         with self.index.reading() as view:
-            return self._focused_chunk_hits(view, queries, vectors, k, filters, mode)[1]
+            return self._focused_chunk_hits(view, queries, vectors, k, filters, mode, skip_short=False)[1]
 
     def retrieve_documents(
         self,

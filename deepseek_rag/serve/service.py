@@ -58,6 +58,9 @@ class _TimedView:
     def most_chunks_per_document(self) -> int | None:
         return self._snapshot.most_chunks_per_document()  # cached per segment: not a stage worth timing
 
+    def long_document_chunk_ids(self, min_chunks: int) -> Any:
+        return self._snapshot.long_document_chunk_ids(min_chunks)  # cached per segment too
+
 
 class _Pinned:
     """The ``SearchableIndex`` of one pinned version (what a per-request ``Retriever`` searches)."""

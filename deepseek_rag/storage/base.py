@@ -39,6 +39,11 @@ class ChunkStoreProtocol(Protocol):
         """The most chunks any stored document has, deleted ones included (None: unknown without a costly scan)."""
         ...
 
+    def long_document_chunk_ids(self, min_chunks: int) -> np.ndarray | None:
+        """Ids (ascending) of the chunks of documents with at least ``min_chunks`` chunks, deleted ones included
+        (None: unknown without a costly scan, or too many)."""
+        ...
+
     def document_ids(self) -> list[tuple[str, int]]:
         """``(doc_id, first chunk id)`` of every document, in insertion order."""
         ...

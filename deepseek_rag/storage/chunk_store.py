@@ -344,6 +344,17 @@ class ChunkStore(FilterReads):
         rows = self._rows("SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM chunks GROUP BY doc_id)")
         return int(rows[0][0])
 
+    def long_document_chunk_ids(self, min_chunks: int, limit: int = 1_000_000) -> np.ndarray | None:
+        """Ids (ascending) of the chunks of documents holding at least ``min_chunks`` chunks, deleted ones included;
+        None when there are more than ``limit`` of them (then too many to be worth checking against)."""
+        rows = self._rows(
+            "SELECT id FROM chunks WHERE doc_id IN (SELECT doc_id FROM chunks GROUP BY doc_id HAVING COUNT(*) >= ?) "
+            "ORDER BY id LIMIT ?", (int(min_chunks), int(limit) + 1),
+        )
+        if len(rows) > limit:
+            return None
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
     def chunk_ids(self) -> np.ndarray:
         """Every chunk id, ascending."""
         rows = self._rows("SELECT id FROM chunks ORDER BY id")

@@ -140,6 +140,13 @@ class MilvusChunkStore:
             return None
         return max((len(ids) for ids in self._map().values()), default=0)
 
+    def long_document_chunk_ids(self, min_chunks: int) -> np.ndarray | None:
+        """From the cached document map; None for a segment too large to map."""
+        if not self._small():
+            return None
+        ids = [i for chunk_ids in self._map().values() if len(chunk_ids) >= min_chunks for i in chunk_ids]
+        return np.sort(np.asarray(ids, dtype=np.int64))
+
     def document_ids(self) -> list[tuple[str, int]]:
         if self._documents is None:
             rows = [r for batch in self.vectors.iterate("ordinal == 0", ["id", "doc_id"]) for r in batch]

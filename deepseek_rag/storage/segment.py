@@ -47,6 +47,7 @@ class Segment:
         self.chunk_ids = vectors.ids if vectors is not None and len(vectors) else store.chunk_ids()
         self.documents, self.chunks = store.counts()
         self._most_chunks: int | None = -1  # -1: not read yet
+        self._long_ids: dict[int, np.ndarray | None] = {}  # long_document_chunk_ids by min_chunks
 
     def most_chunks_per_document(self) -> int | None:
         """The most chunks one document of this segment has, deleted ones included (read once: a segment never
@@ -54,6 +55,16 @@ class Segment:
         if self._most_chunks == -1:
             self._most_chunks = self.store.most_chunks_per_document()
         return self._most_chunks
+
+    def long_document_chunk_ids(self, min_chunks: int) -> np.ndarray | None:
+        """Ids of the chunks of this segment's documents holding at least ``min_chunks`` chunks, deleted ones
+        included (read once for each of a few ``min_chunks``); None when its store cannot tell cheaply."""
+        if min_chunks in self._long_ids:
+            return self._long_ids[min_chunks]
+        ids = self.store.long_document_chunk_ids(min_chunks)
+        if len(self._long_ids) < 8:  # one entry per top_k a retriever asks for: a handful
+            self._long_ids[min_chunks] = ids
+        return ids
 
     def __repr__(self) -> str:
         where = str(self.path) if self.path else "in memory"

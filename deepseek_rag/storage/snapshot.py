@@ -93,6 +93,7 @@ class Snapshot:
         self._located: dict[str, tuple[int, list[int]] | None] = {}
         self._planner: FilterPlanner | None = None
         self._most_chunks: int | None = -1  # -1: not computed yet (most_chunks_per_document)
+        self._long_ids: dict[int, np.ndarray | None] = {}
         # one id filter per segment for its deletion markers, shared by every search of this snapshot
         self._deletions = [IdFilter(excluded=s.deleted) if len(s.deleted) else None for s in self.states]
 
@@ -151,6 +152,19 @@ class Snapshot:
             counts = [s.segment.most_chunks_per_document() for s in self.states]
             self._most_chunks = None if None in counts else max(counts, default=0)
         return self._most_chunks
+
+    def long_document_chunk_ids(self, min_chunks: int) -> np.ndarray | None:
+        """Ids (ascending) of the chunks of documents holding at least ``min_chunks`` chunks — deleted chunks
+        included, so a superset of the live ones — or None when a segment cannot tell. The focus rule can only
+        focus on a document one of a query's candidate chunks belongs to, so a query none of whose candidates is
+        in this set keeps its plain ranking without the rule."""
+        if min_chunks in self._long_ids:
+            return self._long_ids[min_chunks]
+        parts = [s.segment.long_document_chunk_ids(min_chunks) for s in self.states]
+        ids = None if any(p is None for p in parts) else (np.sort(np.concatenate(parts)) if parts else _EMPTY)
+        if len(self._long_ids) < 8:
+            self._long_ids[min_chunks] = ids
+        return ids
 
     def document_ids(self) -> list[str]:
         out = []
