@@ -16,8 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,14 +25,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import free_port, stop, wait_ready  # noqa: E402  (the same server helpers)
+
 LLM_VARIABLES = ("DEEPSEEK_API_KEY", "DEEPSEEK_RAG_LLM_BASE_URL", "DEEPSEEK_RAG_LLM_MODEL", "DEEPSEEK_RAG_LLM_API_KEY")
 DEFAULT_QUERIES = ("who repairs the roof?", "how long is the information confidential?", "which law governs it?")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(index: Path) -> tuple[subprocess.Popen, str]:
@@ -44,26 +39,12 @@ def start_server(index: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "deepseek_rag.cli", "serve", str(index), "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server at {url} exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"the server at {url} was not ready within 180 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
+        wait_ready(url, proc, 180)
+    except SystemExit:
         proc.kill()
+        raise
+    return proc, url
 
 
 def timed_post(client: httpx.Client, path: str, body: dict) -> tuple[float, dict]:

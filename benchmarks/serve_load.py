@@ -258,17 +258,12 @@ def main() -> None:
             results["rows"] += run_levels("ours, batching off", url, queries, documents, [32], args.seconds)
         finally:
             stop(proc)
-        if args.also_workers:
-            proc, url = start_ours(work / "index", ["--workers", str(args.also_workers)])
+        extra_rows = ([(f"ours, {args.also_workers} workers", ["--workers", str(args.also_workers)])] if args.also_workers else []) + (
+            [("ours, --model EXPORT", ["--workers", str(args.workers), "--model", args.also_model])] if args.also_model else [])
+        for label, extra in extra_rows:  # one more server each, at the top concurrency
+            proc, url = start_ours(work / "index", extra)
             try:
-                results["rows"] += run_levels(f"ours, {args.also_workers} workers", url, queries, documents, [max(levels)],
-                                              args.seconds)
-            finally:
-                stop(proc)
-        if args.also_model:
-            proc, url = start_ours(work / "index", ["--workers", str(args.workers), "--model", args.also_model])
-            try:
-                results["rows"] += run_levels("ours, --model EXPORT", url, queries, documents, [max(levels)], args.seconds)
+                results["rows"] += run_levels(label, url, queries, documents, [max(levels)], args.seconds)
             finally:
                 stop(proc)
         if not args.skip_llamaindex:
@@ -288,14 +283,13 @@ def main() -> None:
         summary["batching_gain_at_32"] = round(by[("ours", 32)]["qps"] / max(1e-9, by[("ours, batching off", 32)]["qps"]), 2)
     if ("ours", 8) in by and ("ours, no writer", 8) in by:
         summary["p99_writer_vs_none_at_8"] = round(by[("ours", 8)]["p99_ms"] / max(1e-9, by[("ours, no writer", 8)]["p99_ms"]), 2)
-    if ("llamaindex (FAISS flat)", top) in by:
-        summary[f"qps_vs_llamaindex_at_{top}"] = round(by[("ours", top)]["qps"] / max(1e-9, by[("llamaindex (FAISS flat)", top)]["qps"]), 2)
-        if (f"ours, {args.also_workers} workers", top) in by:
-            summary[f"qps_{args.also_workers}_workers_vs_llamaindex_at_{top}"] = round(
-                by[(f"ours, {args.also_workers} workers", top)]["qps"] / max(1e-9, by[("llamaindex (FAISS flat)", top)]["qps"]), 2)
-    if ("ours, --model EXPORT", top) in by and ("llamaindex (FAISS flat)", top) in by:
-        summary[f"qps_model_export_vs_llamaindex_at_{top}"] = round(
-            by[("ours, --model EXPORT", top)]["qps"] / max(1e-9, by[("llamaindex (FAISS flat)", top)]["qps"]), 2)
+    llamaindex = by.get(("llamaindex (FAISS flat)", top))
+    if llamaindex:
+        for label, key in [("ours", f"qps_vs_llamaindex_at_{top}"),
+                           (f"ours, {args.also_workers} workers", f"qps_{args.also_workers}_workers_vs_llamaindex_at_{top}"),
+                           ("ours, --model EXPORT", f"qps_model_export_vs_llamaindex_at_{top}")]:
+            if (label, top) in by:
+                summary[key] = round(by[(label, top)]["qps"] / max(1e-9, llamaindex["qps"]), 2)
     results["summary"] = summary
     for key, value in summary.items():
         print(f"{key}: {value}")
