@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -133,3 +134,23 @@ def test_adapter_folder_loads_per_side_and_refuses_another_base(tiny_model_dir, 
     other = build_tiny_model(tmp_path / "other-base", seed=3)
     with pytest.raises(EncoderMismatchError, match="trained on base model"):
         DualEncoder(model=str(other), adapter=str(tmp_path / "adapter"))
+
+
+def test_token_ids_are_shared_across_threads_without_copies(encoder):
+    """Request threads come and go (AnyIO's pool): counting tokens must not copy the tokenizer for each."""
+    texts = ["Aspirin lowers the risk of stroke.", "糖尿病人能吃什么水果", "a b c " * 300]
+    expected = [encoder.tokenizer(t, add_special_tokens=False, truncation=False, verbose=False)["input_ids"] for t in texts]
+    results: list[list[list[int]]] = []
+
+    def count() -> None:
+        results.append([encoder.token_ids(t) for t in texts * 20][: len(texts)])
+
+    threads = [threading.Thread(target=count) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [expected] * 16
+    assert len(expected[2]) == 900  # no truncation
+    assert not hasattr(encoder._local, "tokenizer")  # this thread never needed a copy
+    assert encoder.unk_token_id == encoder.tokenizer.unk_token_id

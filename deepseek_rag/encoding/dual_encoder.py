@@ -131,6 +131,8 @@ class DualEncoder:
         self._tokenizer = tokenizer
         self._owner = threading.get_ident()
         self._local = threading.local()
+        self._counting: Any = None  # the shared read-only tokenizer of token_ids, made on first use
+        self._counting_lock = threading.Lock()
         self.max_seq_length = min(config.max_seq_length or defaults.get("max_seq_length", 512), self.backend.max_positions)
         self.dim = self.backend.dim
 
@@ -206,6 +208,30 @@ class DualEncoder:
         if tokenizer is None:
             tokenizer = self._local.tokenizer = copy.deepcopy(self._tokenizer)
         return tokenizer
+
+    def token_ids(self, text: str) -> list[int]:
+        """``text``'s token ids without special tokens or truncation, from any thread without a copy.
+
+        One Rust tokenizer, configured once and never changed, serves every thread (its ``encode`` only reads
+        it), unlike :attr:`tokenizer`, which copies the tokenizer for each new thread: a request path that runs
+        on a thread pool whose threads come and go (AnyIO's, under FastAPI) would copy it again and again."""
+        counting = self._counting
+        if counting is None:
+            with self._counting_lock:
+                if self._counting is None:
+                    from tokenizers import Tokenizer
+
+                    counting = Tokenizer.from_str(self._tokenizer.backend_tokenizer.to_str())
+                    counting.no_truncation()
+                    counting.no_padding()
+                    self._counting = counting
+                counting = self._counting
+        return counting.encode(text, add_special_tokens=False).ids
+
+    @property
+    def unk_token_id(self) -> int | None:
+        """The unknown token's id (None when the vocabulary has no such token)."""
+        return self._tokenizer.unk_token_id
 
     @property
     def device(self) -> str:

@@ -291,12 +291,13 @@ class Retriever(FocusedSearch):
     def _readable(self, query: str) -> bool:
         """False when half or more of ``query``'s tokens are the encoder's unknown token (Chinese for the
         bundled English MiniLM): its vector then says little, and fusing it in only adds noise."""
-        tokenizer = self.index.encoder.tokenizer
-        unknown = tokenizer.unk_token_id
+        encoder = self.index.encoder
+        unknown = encoder.unk_token_id
         if unknown is None:
             return True
-        # the Rust tokenizer directly: the transformers wrapper costs ~0.2 ms a query here, all of it under the GIL
-        ids = tokenizer.backend_tokenizer.encode(query, add_special_tokens=False).ids
+        # the shared Rust tokenizer: the transformers wrapper costs ~0.2 ms a query here, all of it under the GIL,
+        # and a per-thread copy is made again for every new worker thread
+        ids = encoder.token_ids(query)
         return not ids or ids.count(unknown) < UNREADABLE_SHARE * len(ids)
 
     def _fuse(self, dense: list, sparse: list, readable: bool = True) -> list:
