@@ -154,3 +154,5 @@ def test_token_ids_are_shared_across_threads_without_copies(encoder):
     assert len(expected[2]) == 900  # no truncation
     assert not hasattr(encoder._local, "tokenizer")  # this thread never needed a copy
     assert encoder.unk_token_id == encoder.tokenizer.unk_token_id
+    offsets = encoder.tokenizer(texts[0], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    assert encoder.token_offsets(texts[0]) == [tuple(o) for o in offsets]

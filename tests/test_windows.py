@@ -58,3 +58,34 @@ def test_bad_window_sizes_name_the_option(index, bad):
 def test_windows_and_neighbour_expansion_do_not_mix(index):
     with pytest.raises(InvalidInputError, match="not both"):
         index.as_retriever(window_tokens=64, expand_neighbors=1)
+
+
+def test_the_cli_and_the_service_return_the_same_windows(index, tmp_path, tiny_model_dir):
+    import json
+
+    import httpx
+    from click.testing import CliRunner
+    from serve_helpers import running_server
+
+    from deepseek_rag.cli import cli
+    from deepseek_rag.serve import ServeSettings
+
+    folder = tmp_path / "lease.idx"
+    index.save(folder)
+    expected = [(h.doc_id, h.start, h.end) for h in
+                index.as_retriever(top_k=3, focus_documents=0, window_tokens=40).retrieve("landlord repairs roof")]
+    result = CliRunner().invoke(cli, ["query", str(folder), "landlord repairs roof", "--top-k", "3", "--focus", "0",
+                                      "--window-tokens", "40", "--json", "--model", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.output
+    assert [(h["doc_id"], h["start"], h["end"]) for h in json.loads(result.output)["hits"]] == expected
+    bad = CliRunner().invoke(cli, ["query", str(folder), "roof", "--window-tokens", "40", "--expand", "1"])
+    assert bad.exit_code != 0 and "not both" in bad.output and "Traceback" not in bad.output
+
+    with running_server(ServeSettings(index=str(folder), model=str(tiny_model_dir))) as url:
+        body = {"query": "landlord repairs roof", "top_k": 3, "focus_documents": 0, "window_tokens": 40}
+        hits = httpx.post(f"{url}/v1/retrieve", json=body, timeout=30).json()["hits"]
+        assert [(h["doc_id"], h["start"], h["end"]) for h in hits] == expected
+        for bad_body, field in (({**body, "window_tokens": 0}, "window_tokens"),
+                                ({**body, "expand_neighbors": 1}, "not both")):
+            response = httpx.post(f"{url}/v1/retrieve", json=bad_body, timeout=30)
+            assert response.status_code == 422 and field in response.text, response.text

@@ -26,11 +26,14 @@ from .common import echo_json, retrieval_kwargs, retrieval_options, search_encod
 @click.option("--focus", "focus_documents", default="auto", show_default=True, callback=lambda c, p, v: _focus(v),
               help="auto: rank inside the document the query names (its title) when it can fill --top-k; N: rank "
                    "documents first and return chunks of the best N only; 0: off (plain ranking).")
+@click.option("--window-tokens", type=int, default=None, metavar="N",
+              help="Grow each hit to a window of about N tokens around the matched chunk (exact character range); "
+                   "not with --expand.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @retrieval_options
 @search_encoder_options
-def query_command(index_dir, text, top_k, level, expand, filters, focus_documents, as_json, mode, fusion, sparse_weight,
-                  model, allow_int8, threads) -> None:
+def query_command(index_dir, text, top_k, level, expand, filters, focus_documents, window_tokens, as_json, mode, fusion,
+                  sparse_weight, model, allow_int8, threads) -> None:
     """Search an index (its current version; nothing is written).
 
     \b
@@ -39,6 +42,7 @@ def query_command(index_dir, text, top_k, level, expand, filters, focus_document
       deepseek-rag query contracts.idx "governing law" --level document --json
       deepseek-rag query contracts.idx "BRCA1 mutation" --mode sparse
       deepseek-rag query contracts.idx "Acme lease: who repairs the roof?" --focus 1
+      deepseek-rag query contracts.idx "cap on liability" --window-tokens 384
       deepseek-rag query shop.idx "hiking boots" --filter '{"price": {"$lte": 120}}'
       deepseek-rag query contracts.idx "notice period" --model contracts-onnx    # its ONNX export
       deepseek-rag query papers.idx "sample size" --filter pages=1 --filter file_type=.pdf
@@ -49,7 +53,7 @@ def query_command(index_dir, text, top_k, level, expand, filters, focus_document
     parsed = parse_filters(filters)
     index = DocumentIndex.load(index_dir, writable=False, encoder_overrides=overrides)
     retriever = index.as_retriever(
-        top_k=top_k, expand_neighbors=expand, focus_documents=focus_documents,
+        top_k=top_k, expand_neighbors=expand, focus_documents=focus_documents, window_tokens=window_tokens,
         **retrieval_kwargs(mode, fusion, sparse_weight),
     )
     if level == "document":

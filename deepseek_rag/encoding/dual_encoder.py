@@ -215,6 +215,14 @@ class DualEncoder:
         One Rust tokenizer, configured once and never changed, serves every thread (its ``encode`` only reads
         it), unlike :attr:`tokenizer`, which copies the tokenizer for each new thread: a request path that runs
         on a thread pool whose threads come and go (AnyIO's, under FastAPI) would copy it again and again."""
+        return self._shared_tokenizer().encode(text, add_special_tokens=False).ids
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """The character range of each of ``text``'s tokens (no special tokens, no truncation); as
+        :meth:`token_ids`, from any thread without a copy."""
+        return self._shared_tokenizer().encode(text, add_special_tokens=False).offsets
+
+    def _shared_tokenizer(self) -> Any:
         counting = self._counting
         if counting is None:
             with self._counting_lock:
@@ -226,7 +234,7 @@ class DualEncoder:
                     counting.no_padding()
                     self._counting = counting
                 counting = self._counting
-        return counting.encode(text, add_special_tokens=False).ids
+        return counting
 
     @property
     def unk_token_id(self) -> int | None:

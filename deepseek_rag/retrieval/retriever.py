@@ -339,7 +339,7 @@ class Retriever(FocusedSearch):
     def _widen(self, view: IndexView, hits: list[Hit], k: int) -> list[Hit]:
         """The first ``k`` hits as returned: grown to windows (``window_tokens``) or neighbour spans."""
         if self.window_tokens:
-            return windowed(view, hits, k, self.window_tokens, self.index.encoder.tokenizer)
+            return windowed(view, hits, k, self.window_tokens, self.index.encoder.token_offsets)
         hits = hits[:k]
         return [self._expand(view, h) for h in hits] if self.expand_neighbors else hits
 

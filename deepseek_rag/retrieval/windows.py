@@ -15,6 +15,7 @@ or rank; ``retriever.py`` calls it on ranked hits.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..documents import Hit
@@ -35,26 +36,28 @@ def check_window_tokens(value: Any) -> int | None:
     return value
 
 
-def _offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
-    if not text:
-        return []
-    return list(tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"])
+Offsets = Callable[[str], list[tuple[int, int]]]
+"""A text's token character ranges: ``DualEncoder.token_offsets``."""
+
+
+def _offsets(offsets: Offsets, text: str) -> list[tuple[int, int]]:
+    return list(offsets(text)) if text else []
 
 
 def _inside_word(text: str, position: int) -> bool:
     return 0 < position < len(text) and text[position - 1].isalnum() and text[position].isalnum()
 
 
-def bounded_window(view: IndexView, hit: Hit, window_tokens: int, tokenizer: Any) -> Hit:
+def bounded_window(view: IndexView, hit: Hit, window_tokens: int, offsets: Offsets) -> Hit:
     """``hit`` grown with its neighbours' text to at most about ``window_tokens`` tokens (never shrunk)."""
-    spare = window_tokens - len(_offsets(tokenizer, hit.text))
+    spare = window_tokens - len(_offsets(offsets, hit.text))
     if spare <= 0:
         return hit
     neighbours = {c.ordinal: c for c in view.chunks_of(hit.doc_id, hit.ordinal - 1, hit.ordinal + 1)}
     previous, following = neighbours.get(hit.ordinal - 1), neighbours.get(hit.ordinal + 1)
     before = view.document_span(hit.doc_id, previous.start, hit.start) if previous and previous.start < hit.start else ""
     after = view.document_span(hit.doc_id, hit.end, following.end) if following and following.end > hit.end else ""
-    before_tokens, after_tokens = _offsets(tokenizer, before), _offsets(tokenizer, after)
+    before_tokens, after_tokens = _offsets(offsets, before), _offsets(offsets, after)
     take_before = min(len(before_tokens), max(spare // 2, spare - len(after_tokens)))
     take_after = min(len(after_tokens), spare - take_before)
     start, end = hit.start, hit.end
@@ -76,7 +79,7 @@ def bounded_window(view: IndexView, hit: Hit, window_tokens: int, tokenizer: Any
                hit.ordinal, hit.section, hit.metadata)
 
 
-def windowed(view: IndexView, hits: list[Hit], k: int, window_tokens: int, tokenizer: Any) -> list[Hit]:
+def windowed(view: IndexView, hits: list[Hit], k: int, window_tokens: int, offsets: Offsets) -> list[Hit]:
     """The first ``k`` hits grown to windows, skipping hits whose matched chunk a better window already holds."""
     out: list[Hit] = []
     for hit in hits:
@@ -84,5 +87,5 @@ def windowed(view: IndexView, hits: list[Hit], k: int, window_tokens: int, token
             break
         if any(w.doc_id == hit.doc_id and w.start <= hit.start and hit.end <= w.end for w in out):
             continue
-        out.append(bounded_window(view, hit, window_tokens, tokenizer))
+        out.append(bounded_window(view, hit, window_tokens, offsets))
     return out

@@ -58,7 +58,8 @@ def _shadow(request: Request, queries: list[str], body: Any) -> None:
         try:
             results, version = await shadow.retrieve(queries, top_k=body.top_k, level=body.level, filters=body.filters,
                                                      mode=body.mode, focus_documents=body.focus_documents,
-                                                     expand_neighbors=body.expand_neighbors)
+                                                     expand_neighbors=body.expand_neighbors,
+                                                     window_tokens=body.window_tokens)
             logger.info("shadow %s (version %s): %s", name, version, [[h.doc_id for h in hits[:3]] for hits in results])
         except Exception as exc:  # the shadow's failure is counted, never the caller's problem
             ok = False
@@ -92,7 +93,7 @@ async def retrieve(body: schemas.RetrieveRequest, request: Request, response: Re
     served = choose_served(request, body.user)
     results, version = await served.retrieve(
         [body.query], top_k=body.top_k, level=body.level, filters=body.filters, mode=body.mode,
-        focus_documents=body.focus_documents, expand_neighbors=body.expand_neighbors,
+        focus_documents=body.focus_documents, expand_neighbors=body.expand_neighbors, window_tokens=body.window_tokens,
     )
     _shadow(request, [body.query], body)
     request_id = _request_id(response)
@@ -109,7 +110,7 @@ async def retrieve_batch(body: schemas.RetrieveBatchRequest, request: Request, r
     served = choose_served(request, body.user)
     results, version = await served.retrieve(
         body.queries, top_k=body.top_k, level=body.level, filters=body.filters, mode=body.mode,
-        focus_documents=body.focus_documents, expand_neighbors=body.expand_neighbors,
+        focus_documents=body.focus_documents, expand_neighbors=body.expand_neighbors, window_tokens=body.window_tokens,
     )
     _shadow(request, body.queries, body)
     request_id = _request_id(response)

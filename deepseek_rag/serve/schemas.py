@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..retrieval.windows import MAX_WINDOW_TOKENS
+
 MAX_QUERY_CHARS = 20_000
 MAX_TEXT_CHARS = 10_000_000
 
@@ -32,6 +34,10 @@ class RetrieveRequest(Request):
         default="auto", description="'auto': rank inside the document the query names, when it can fill top_k; "
                                     "N: rank documents first, return chunks of the best N; 0: off.")
     expand_neighbors: int = Field(default=0, ge=0, le=10, description="Neighbouring chunks added on each side.")
+    window_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_WINDOW_TOKENS,
+        description="Grow each hit to a window of about this many tokens around the matched chunk (exact offsets; "
+                    "not with expand_neighbors). Default: the chunk as indexed.")
     user: str | None = Field(default=None, max_length=200, description="The caller's id (A/B routing).")
 
     @field_validator("query")
@@ -50,6 +56,7 @@ class RetrieveBatchRequest(Request):
     mode: Literal["dense", "sparse", "hybrid"] | None = None
     focus_documents: Literal["auto"] | Annotated[int, Field(ge=0, le=100)] = "auto"
     expand_neighbors: int = Field(default=0, ge=0, le=10)
+    window_tokens: int | None = Field(default=None, ge=1, le=MAX_WINDOW_TOKENS)
     user: str | None = Field(default=None, max_length=200)
 
     @field_validator("queries")

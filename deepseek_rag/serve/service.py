@@ -124,7 +124,8 @@ class ServedIndex:
         return "hybrid" if self.handle.has_sparse else "dense"
 
     async def retrieve(self, queries: list[str], *, top_k: int, level: str, filters: dict | None, mode: str | None,
-                       focus_documents: int | str = "auto", expand_neighbors: int = 0) -> tuple[list[list[Hit]], int | None]:
+                       focus_documents: int | str = "auto", expand_neighbors: int = 0,
+                       window_tokens: int | None = None) -> tuple[list[list[Hit]], int | None]:
         """Hits per query (chunk level; at document level one hit per document) and the version they come from."""
         mode = self._mode(mode)
         if mode != "dense" and not self.handle.has_sparse:
@@ -137,19 +138,20 @@ class ServedIndex:
 
             raise InvalidInputError(f"mode={mode!r} needs vectors: {LEXICAL_ONLY}")
         vectors = None if mode == "sparse" else await self.encode(queries)
-        params = (top_k, level, filters, mode, focus_documents, expand_neighbors)
+        params = (top_k, level, filters, mode, focus_documents, expand_neighbors, window_tokens)
         key = search_key(*params) if len(queries) == 1 and self.batcher.window_s > 0 else None
         if key is not None:  # batching on: searched together with the queries encoded alongside
             return await self.searches.search(key, params, queries[0], None if vectors is None else vectors[0])
         return await run_in_threadpool(self._search, queries, vectors, *params)
 
     def _search(self, queries: list[str], vectors: np.ndarray | None, top_k: int, level: str, filters: dict | None,
-                mode: str, focus_documents: int | str, expand_neighbors: int) -> tuple[list[list[Hit]], int | None]:
+                mode: str, focus_documents: int | str, expand_neighbors: int,
+                window_tokens: int | None = None) -> tuple[list[list[Hit]], int | None]:
         record = lambda stage, seconds: self.metrics.stage(stage, seconds, self.name)  # noqa: E731
         with self.handle.reading() as snapshot:
             pinned = _Pinned(_TimedView(snapshot, record), self.encoder, snapshot.has_sparse, snapshot.dense)
             retriever = Retriever(pinned, top_k=top_k, mode=mode, focus_documents=focus_documents if level == "chunk" else 0,
-                                  expand_neighbors=expand_neighbors)
+                                  expand_neighbors=expand_neighbors, window_tokens=window_tokens if level == "chunk" else None)
             if level == "document":
                 if vectors is None:
                     documents = retriever.retrieve_documents_batch(queries, top_k, filters=filters)

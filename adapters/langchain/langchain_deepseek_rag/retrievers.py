@@ -56,6 +56,12 @@ class DeepSeekRAGRetriever(BaseRetriever):
                     "query names when it can fill k; n: chunks of the best n documents only; 0: off.",
     )
 
+    window_tokens: int | None = Field(
+        default=None,
+        description="At chunk level, grow each result to a window of about this many tokens around the matched "
+                    "chunk (exact offsets); None: chunks as indexed. Not with expand_neighbors.",
+    )
+
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     @model_validator(mode="after")
@@ -138,7 +144,8 @@ class DeepSeekRAGRetriever(BaseRetriever):
         return Retriever(
             self.index, top_k=k, level=self.level, aggregation=self.aggregation,
             expand_neighbors=self.expand_neighbors, nprobe=self.nprobe, filters=self.filters,
-            focus_documents=self.focus_documents, **({"mode": self.mode} if self.mode is not None else {}),
+            focus_documents=self.focus_documents, window_tokens=self.window_tokens,
+            **({"mode": self.mode} if self.mode is not None else {}),
         )
 
     def _search(self, query: str, k: int | None, filters: dict[str, Any] | None) -> list[Document]:

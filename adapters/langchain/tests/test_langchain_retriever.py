@@ -142,3 +142,13 @@ def test_focus_rule_is_the_default_and_bad_values_are_value_errors(retriever):
     assert off._core(3).focus_documents == 0
     with pytest.raises(ValueError, match="focus_documents"):
         DeepSeekRAGRetriever(index=retriever.index, focus_documents=-2)
+
+
+def test_window_tokens_reaches_the_core_and_bad_values_are_value_errors(retriever):
+    windowed = DeepSeekRAGRetriever(index=retriever.index, k=2, focus_documents=0, window_tokens=48)
+    assert windowed._core(2).window_tokens == 48
+    for document in windowed.invoke("salt"):
+        text = retriever.index.get_document(document.metadata["doc_id"]).text
+        assert text[document.metadata["start"] : document.metadata["end"]] == document.page_content
+    with pytest.raises(ValueError, match="window_tokens"):
+        DeepSeekRAGRetriever(index=retriever.index, window_tokens=-1)

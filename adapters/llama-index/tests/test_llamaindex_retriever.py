@@ -346,3 +346,20 @@ def test_text_nodes_serialise(retriever):
     node = retriever.retrieve("payment")[0].node
     again = TextNode.model_validate_json(node.model_dump_json())
     assert again.node_id == node.node_id and again.start_char_idx == node.start_char_idx
+
+
+def test_window_tokens_returns_bounded_windows_with_exact_offsets_and_persists(built, corpus_texts, tmp_path):
+    plain = DeepSeekRAGRetriever(built.index, similarity_top_k=2, focus_documents=0).retrieve("salt intake")
+    size = 2 * max(len(built.index.encoder.token_ids(r.node.text)) for r in plain)  # room to grow every chunk
+    windowed = DeepSeekRAGRetriever(built.index, similarity_top_k=2, focus_documents=0, window_tokens=size)
+    results = windowed.retrieve("salt intake")
+    assert [r.node.node_id for r in results][:1] == [plain[0].node.node_id]
+    for r in results:
+        assert corpus_texts[r.node.ref_doc_id][r.node.start_char_idx : r.node.end_char_idx] == r.node.text
+        assert len(built.index.encoder.token_ids(r.node.text)) <= size
+    first, matched = results[0].node, plain[0].node
+    assert first.start_char_idx <= matched.start_char_idx and matched.end_char_idx <= first.end_char_idx
+    windowed.persist(tmp_path / "w")
+    assert DeepSeekRAGRetriever.from_persist_dir(tmp_path / "w", encoder=built.index.encoder).window_tokens == size
+    with pytest.raises(ValueError, match="window_tokens"):
+        DeepSeekRAGRetriever(built.index, window_tokens=0)

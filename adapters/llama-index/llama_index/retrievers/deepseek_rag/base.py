@@ -73,6 +73,9 @@ class DeepSeekRAGRetriever(BaseRetriever):
             ``"auto"`` (default) ranks inside the document the query names when it can fill the answer, else
             ranks plainly; ``n`` always returns chunks of the best ``n`` documents only; ``0`` is off. See
             ``deepseek_rag.Retriever``.
+        window_tokens: at chunk level, grow every node to a window of about ``n`` encoder tokens around the
+            matched chunk (precise passages: small chunks matched, a bounded window returned, offsets exact);
+            None (default) returns chunks as indexed. Not with ``expand_neighbors``.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
         nprobe: int | None = None,
         mode: str | None = None,
         focus_documents: int | str = "auto",
+        window_tokens: int | None = None,
         callback_manager: CallbackManager | None = None,
         objects: list[IndexNode] | None = None,
         object_map: dict | None = None,
@@ -108,9 +112,11 @@ class DeepSeekRAGRetriever(BaseRetriever):
             nprobe=nprobe,
             filters=self.filters,
             focus_documents=focus_documents,
+            window_tokens=window_tokens,
             **({"mode": mode} if mode is not None else {}),
         )
         self.focus_documents = self._retriever.focus_documents
+        self.window_tokens = self._retriever.window_tokens
         self.similarity_top_k = similarity_top_k
         self.level = level
         self.expand_neighbors = expand_neighbors
@@ -185,6 +191,7 @@ class DeepSeekRAGRetriever(BaseRetriever):
             "filters": self.filters,
             # written only when not the default, so files stay readable by adapters that predate "auto"
             **({"focus_documents": self.focus_documents} if self.focus_documents != "auto" else {}),
+            **({"window_tokens": self.window_tokens} if self.window_tokens else {}),
         }
 
     def persist(self, path: str | os.PathLike, *, overwrite: bool = False, encoding: str = "utf-8") -> None:
