@@ -96,3 +96,16 @@ def test_filtered_results_match_brute_force(catalogue, spec):
     truth = {passing[i].id for i in np.argsort(-(stored @ query[0]))[:10]}
     _, found = catalogue.search_vectors(query, 10, filters=spec)
     assert set(found[0][found[0] >= 0].tolist()) == truth
+
+
+def test_selectivity_is_measured_without_bias_on_a_periodic_catalogue(tiny_model_dir):
+    """Products written in category order i % 20 (as exports and generators do): an evenly spaced sample of
+    every 2nd row would see the 10 even categories only, and read a 5% filter as 0% or 10%."""
+    categories = [f"cat{c}" for c in range(20)]
+    docs = [Document(f"p{i}", f"item {i}", {"category": categories[i % 20], "price": float(i % 100)}) for i in range(4000)]
+    index = DocumentIndex.build(docs, DualEncoder(model=str(tiny_model_dir)), IndexSettings(
+        dense="off", filter_fields=["category"], contextual_headers=False))
+    planner = index.snapshot().planner
+    shares = [planner.selectivity(Filter.parse({"category": c})) for c in categories]
+    assert all(0.02 <= share <= 0.09 for share in shares), shares
+    assert 0.4 <= planner.selectivity(Filter.parse({"price": {"$lt": 50}})) <= 0.6

@@ -20,6 +20,9 @@ from .sql_filter import filter_sql
 
 logger = logging.getLogger(__name__)
 
+SAMPLE_DOCUMENTS = 1000
+"""Documents per segment that a filter's selectivity is measured on (±1.3 points at the 20% pre/post line)."""
+
 
 class FilterReads:
     """Filtered reads for :class:`~deepseek_rag.storage.chunk_store.ChunkStore` (which provides ``_rows`` and
@@ -43,25 +46,29 @@ class FilterReads:
         rows = self._rows(f"SELECT c.id FROM chunks c JOIN documents d USING (doc_id) WHERE {where} ORDER BY c.id", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def sample_share(self, filters: Filter, sample: int = 2000) -> tuple[int, int]:
-        """(documents passing ``filters``, documents looked at) over an evenly spaced sample of the documents."""
+    def sample_share(self, filters: Filter, sample: int = SAMPLE_DOCUMENTS) -> tuple[int, int]:
+        """(documents passing ``filters``, documents looked at) over a seeded random sample of the documents.
+
+        Random, not evenly spaced: a catalogue written in a periodic order (category ``i % 20``, say) makes
+        every 44th row the same few categories, and an evenly spaced sample then reads a 5% filter as 0% or 25%
+        and a broad price range as narrow — the planner then fetches tens of thousands of ids from SQL."""
         if self._has_bare_nan():
             return 1, 1  # SQL cannot read this store's metadata: treat the filter as broad (post-filter in Python)
         with self._lock:
             if getattr(self, "_sample_rowids", None) is None:
-                total = self._rows("SELECT COUNT(*) FROM documents")[0][0]
-                step = max(1, total // sample)
-                self._sample_rowids = [r[0] for r in self._rows("SELECT rowid FROM documents WHERE rowid % ? = 0", (step,))]
-        rowids = self._sample_rowids
-        if not rowids:
+                rowids = np.fromiter((r[0] for r in self._rows("SELECT rowid FROM documents")), dtype=np.int64)
+                if len(rowids) > sample:
+                    rowids = np.sort(np.random.default_rng(len(rowids)).choice(rowids, sample, replace=False))
+                self._sample_rowids = json.dumps(rowids.tolist()), len(rowids)
+        rowids, looked = self._sample_rowids
+        if not looked:
             return 0, 0
         where, params = filter_sql(filters)
-        hits = 0
-        for start in range(0, len(rowids), 900):
-            part = rowids[start : start + 900]
-            hits += self._rows(f"SELECT COUNT(*) FROM documents d WHERE d.rowid IN ({','.join('?' * len(part))}) AND {where}",
-                               [*part, *params])[0][0]
-        return hits, len(rowids)
+        # CROSS JOIN keeps the sample as the outer loop: an index on a filtered key would otherwise lead and read
+        # every document the filter passes
+        hits = self._rows(f"SELECT COUNT(*) FROM json_each(?) s CROSS JOIN documents d ON d.rowid = s.value WHERE {where}",
+                          [rowids, *params])[0][0]
+        return int(hits), looked
 
     def non_numeric(self, key: str, limit: int = 5) -> tuple[int, list[str]]:
         """(how many documents hold a non-number under ``key``, the first ``limit`` of their ids)."""

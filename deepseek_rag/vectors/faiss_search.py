@@ -90,6 +90,26 @@ def exact_search(
         vectors = np.asarray(index.reconstruct_batch(allowed), dtype=np.float32).reshape(len(allowed), dim)
     except RuntimeError:  # an index type without reconstruction: search it instead
         return False
+    top_k_of(q, k, allowed, vectors, scores, ids)
+    return True
+
+
+def exact_rescored_search(
+    q: np.ndarray, k: int, allowed: np.ndarray, fetch_vectors: Callable[[np.ndarray], np.ndarray], dim: int,
+    scores: np.ndarray, ids: np.ndarray,
+) -> None:
+    """As :func:`exact_search`, with the re-scoring vectors (a two-level index's finer codes, or the caller's
+    exact vectors) in place of the index's own codes: a narrow filter's every allowed id is scored with them,
+    instead of a full fast-scan pass over the whole index that the selector then mostly rejects."""
+    vectors = np.asarray(fetch_vectors(allowed), dtype=np.float32)
+    if vectors.shape != (len(allowed), dim):
+        raise InvalidInputError(f"rescore_vectors returned shape {vectors.shape} for {len(allowed)} ids; "
+                                f"it must return one {dim}-dim vector per id, in the order given")
+    top_k_of(q, k, allowed, vectors, scores, ids)
+
+
+def top_k_of(q: np.ndarray, k: int, allowed: np.ndarray, vectors: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> None:
+    """Fill ``scores``/``ids`` with each query's top-``k`` of ``allowed`` by inner product with ``vectors``."""
     exact = q @ vectors.T
     m = min(k, len(allowed))
     top = np.argpartition(-exact, m - 1, axis=1)[:, :m] if m < len(allowed) else np.tile(np.arange(m), (len(q), 1))
@@ -97,4 +117,3 @@ def exact_search(
     order = np.argsort(-top_scores, axis=1, kind="stable")
     scores[:, :m] = np.take_along_axis(top_scores, order, 1)
     ids[:, :m] = allowed[np.take_along_axis(top, order, 1)]
-    return True

@@ -40,7 +40,7 @@ from .arrays import as_ids, as_matrix, check_new_ids, few_query_threads, positiv
 from .base import Capabilities, IdFilter, search_params
 from .faiss_files import adopt_loaded, file_signature, fsync_folder_of, read_index_file, write_index_file
 from .faiss_gpu import GPU_MAX_K, GpuMirror, want_gpu
-from .faiss_search import exact_search, id_selection, rescore, search_parameters
+from .faiss_search import exact_rescored_search, exact_search, id_selection, rescore, search_parameters
 from .refine import RefineCodes, refine_path
 from .specs import (
     DEFAULT_K_FACTOR,
@@ -279,7 +279,10 @@ class FaissVectorStore:
             return scores, ids
         fetch = min(available, k if rescore_vectors is None else k * rescore_factor)
         allowed = keep_alive[0] if filter is not None and filter.allowed is not None else None
-        if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT and rescore_vectors is None:
+        if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT:
+            if rescore_vectors is not None:  # the finer vectors score every allowed id: exact, and no index pass
+                exact_rescored_search(q, k, allowed, rescore_vectors, self._dim, scores, ids)
+                return scores, ids
             if exact_search(self._index, self._ivf, self._dim, q, k, allowed, scores, ids):
                 return scores, ids
         lists = probe or self.nprobe or 1
