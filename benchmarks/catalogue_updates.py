@@ -343,7 +343,10 @@ def main() -> None:
     parser.add_argument("--idle-queries", type=int, default=1000, help="Queries timed before and after the batch.")
     parser.add_argument("--model", default=None, help="Encoder folder (default: the bundled MiniLM).")
     parser.add_argument("--index-spec", default="auto", help="FAISS factory string (default: auto, by catalogue size).")
-    parser.add_argument("--nprobe", type=int, default=None, help="IVF lists probed (default: the index's, nlist/32).")
+    parser.add_argument("--nprobe", type=int, default=None,
+                        help="IVF lists probed (default: the index's, calibrated at build time for --recall-target).")
+    parser.add_argument("--recall-target", type=float, default=None,
+                        help="Recall@10 the build calibrates nprobe / k_factor for (default: the index's, 0.98).")
     parser.add_argument("--out", default=None, help="Where the index is written (default: a temporary folder).")
     parser.add_argument("--json", dest="json_out", default=None)
     parser.add_argument("--batch", nargs=3, help=argparse.SUPPRESS)
@@ -352,7 +355,8 @@ def main() -> None:
         print(json.dumps(run_batch(args.batch[0], args.batch[1], args.batch[2] or None)))
         return
     results: dict = {"machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start",
-                     "products": args.products, "real_vectors": min(args.real, args.products), "nprobe": args.nprobe}
+                     "products": args.products, "real_vectors": min(args.real, args.products), "nprobe": args.nprobe,
+               "recall_target": args.recall_target}
     products = generate_products(args.products)
     documents = [product_document(p) for p in products]
     base = DualEncoder(model=args.model)
@@ -385,12 +389,18 @@ def main() -> None:
         prebuilt.encode_documents = known_vectors
         started = time.perf_counter()
         settings = dataclasses.replace(SETTINGS, index_spec=args.index_spec)
+        if args.recall_target is not None:
+            settings = dataclasses.replace(settings, vector_search=dataclasses.replace(
+                settings.vector_search, recall_target=args.recall_target))
         index = DocumentIndex.build(documents, prebuilt, settings,
                                     progress=False)
         index.save(folder, overwrite=True)
         results["build_s"] = round(time.perf_counter() - started, 1)
         results["index_spec"] = index.snapshot().spec
-        print(f"built and saved {folder} ({results['index_spec']}) in {results['build_s']}s", flush=True)
+        knobs = index.snapshot().template.search_record()
+        results["search_knobs"] = {"nprobe": knobs["nprobe"], "k_factor": knobs["k_factor"]}
+        print(f"built and saved {folder} ({results['index_spec']}, calibrated {results['search_knobs']}) in "
+              f"{results['build_s']}s", flush=True)
         index.close()
 
         queries = shopper_queries(args.queries)
