@@ -120,6 +120,9 @@ class IndexHandle:
                 return False
             reuse = {s.segment.name: s.segment for s in current.states}
             _, settings, snapshot = open_index(self.path, self.encoder, None, reuse=reuse)
+            for state in snapshot.states:  # before the swap, so the first filtered queries do not pay for it
+                if state.segment.name not in reuse:
+                    warm_filter_columns(state.segment.store, settings.filter_fields)
             with self._lock:
                 old = self._current
                 self._current = self._adopt(snapshot)
@@ -179,3 +182,15 @@ class IndexHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def warm_filter_columns(store: Any, keys: Any) -> None:
+    """Load a new segment's in-memory filter columns for the declared ``filter_fields`` (chunk stores that have
+    them); a failure only costs the first filtered query the load, never the swap."""
+    warm = getattr(store, "warm_filter_columns", None)
+    if warm is None or not keys:
+        return
+    try:
+        warm(list(keys))
+    except Exception as exc:  # noqa: BLE001 - warming is an optimisation
+        logger.warning("could not pre-load filter columns %s: %s", list(keys), exc)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..vectors.filters import Filter
+from .filter_columns import FilterColumns
 from .sql_filter import filter_sql
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,13 @@ class FilterReads:
             return self.chunk_ids() if among is None else np.sort(np.asarray(among, dtype=np.int64))
         if self._has_bare_nan():
             return self._chunk_ids_matching_in_python(parsed, among)
+        columns = self._filter_columns()
+        passing = None if columns is None else columns.chunk_ids(parsed)
+        if passing is not None:
+            if among is None:
+                return passing
+            among = np.unique(np.asarray(among, dtype=np.int64))
+            return among[np.isin(among, passing, assume_unique=True)]
         where, params = filter_sql(parsed)
         if among is not None:
             ids = [int(i) for i in among]
@@ -54,6 +62,10 @@ class FilterReads:
         and a broad price range as narrow — the planner then fetches tens of thousands of ids from SQL."""
         if self._has_bare_nan():
             return 1, 1  # SQL cannot read this store's metadata: treat the filter as broad (post-filter in Python)
+        columns = self._filter_columns()
+        exact = None if columns is None else columns.share(filters)
+        if exact is not None:
+            return exact
         with self._lock:
             if getattr(self, "_sample_rowids", None) is None:
                 rowids = np.fromiter((r[0] for r in self._rows("SELECT rowid FROM documents")), dtype=np.int64)
@@ -69,6 +81,37 @@ class FilterReads:
         hits = self._rows(f"SELECT COUNT(*) FROM json_each(?) s CROSS JOIN documents d ON d.rowid = s.value WHERE {where}",
                           [rowids, *params])[0][0]
         return int(hits), looked
+
+    def warm_filter_columns(self, keys: Iterable[str]) -> None:
+        """Read the columns of ``keys`` now (a new segment's declared ``filter_fields``, before readers see it)."""
+        columns = self._filter_columns()
+        if columns is not None and not self._has_bare_nan():
+            columns.warm(keys)
+
+    def _filter_columns(self) -> FilterColumns | None:
+        """The in-memory columns of a published (read-only, so immutable) segment; None for one being written."""
+        if not self.read_only:
+            return None
+        with self._lock:
+            if getattr(self, "_columns", None) is None:
+                self._columns = FilterColumns(self._column_rows, self._document_chunks)
+            return self._columns
+
+    def _column_rows(self, key: str) -> list[tuple[Any, Any]]:
+        """(value, JSON type) of ``key`` for every document, in rowid order (``filter_columns.py``)."""
+        if key == "doc_id":
+            return self._rows("SELECT doc_id, 'text' FROM documents ORDER BY rowid")
+        path = '$."' + key + '"'
+        return self._rows("SELECT json_extract(metadata, ?), json_type(metadata, ?) FROM documents ORDER BY rowid",
+                          (path, path))
+
+    def _document_chunks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every chunk id ascending, the rowid-order position of each one's document)."""
+        rowids = np.fromiter((r[0] for r in self._rows("SELECT rowid FROM documents ORDER BY rowid")), dtype=np.int64)
+        rows = self._rows("SELECT c.id, d.rowid FROM chunks c JOIN documents d USING (doc_id) ORDER BY c.id")
+        chunk_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        owners = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        return chunk_ids, np.searchsorted(rowids, owners)
 
     def non_numeric(self, key: str, limit: int = 5) -> tuple[int, list[str]]:
         """(how many documents hold a non-number under ``key``, the first ``limit`` of their ids)."""

@@ -4,8 +4,8 @@
   SQL — through an index when the key is in ``IndexSettings.filter_fields`` — and handed to the search as an id
   selector, so it only scores documents that pass.
 * **Post-filter** (broad filters): the search runs unfiltered for ``k / selectivity`` (×1.5, +16) candidates and
-  SQL keeps those that pass; when too few survive it falls back to pre-filtering, so the answer is the same as a
-  brute-force filtered search.
+  SQL keeps those that pass; when too few survive it looks 4× deeper (up to ``POST_FILTER_DEPTH``), then falls
+  back to pre-filtering, so the answer is the same as a brute-force filtered search.
 
 Selectivity is measured once per snapshot and filter on an evenly spaced sample of each segment's documents; the
 allowed ids of the last 64 filters are kept per snapshot. A range over a key that some documents hold as text
@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 POST_FILTER_FROM = 0.2
 """Filters passing at least this share of the documents post-filter; narrower ones pre-filter."""
+POST_FILTER_DEPTH = 4096
+"""How deep a post-filtered search may look (4× at a time) before it pre-filters instead."""
 _CACHED_FILTERS = 64
 
 
@@ -77,10 +79,17 @@ class FilterPlanner:
         share = self.selectivity(filter_)
         if share >= POST_FILTER_FROM:
             depth = min(available, int(math.ceil(k / share * 1.5)) + 16)
-            scores, ids = search(depth, None)
-            kept = self._post_filter(filter_, scores, ids, k)
-            if kept is not None:
-                return kept
+            deepest = min(available, max(depth, POST_FILTER_DEPTH))
+            while True:
+                scores, ids = search(depth, None)
+                kept = self._post_filter(filter_, scores, ids, k)
+                if kept is not None:
+                    return kept
+                if depth >= deepest:
+                    break
+                # too few passed among the best: the filter's documents rank low for this query (cheap parkas for
+                # "down parka"). Look deeper before listing every id a broad filter passes, which costs far more.
+                depth = min(deepest, depth * 4)
         scores, ids = search(k, self.allowed_ids(filter_))
         return scores[:, :k], ids[:, :k]
 
