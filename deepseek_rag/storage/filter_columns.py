@@ -34,7 +34,9 @@ class Column:
         numeric = (self.kind == NUMBER) | (self.kind == BOOLEAN)
         self.number = np.full(len(rows), np.nan)
         self.number[numeric] = [float(v) for (v, _), keep in zip(rows, numeric) if keep]
-        self.text = np.array([v if _KINDS[t] == TEXT else None for v, t in rows], dtype=object)
+        self._codes: dict[str, int] = {}  # each distinct text → a small integer: equality is an integer compare
+        self.text = np.fromiter((self._codes.setdefault(v, len(self._codes)) if _KINDS[t] == TEXT else -1
+                                 for v, t in rows), dtype=np.int64, count=len(rows))
 
     def equal(self, value: Any) -> np.ndarray:
         """Where the stored value equals ``value`` as ``Filter.matches`` compares (``_equal``)."""
@@ -42,7 +44,8 @@ class Column:
             return self.kind == NULL
         if isinstance(value, (bool, int, float)):
             return ((self.kind == NUMBER) | (self.kind == BOOLEAN)) & (self.number == float(value))
-        return (self.kind == TEXT) & (self.text == value)
+        code = self._codes.get(value)
+        return np.zeros(len(self.kind), dtype=bool) if code is None else self.text == code
 
 
 class FilterColumns:

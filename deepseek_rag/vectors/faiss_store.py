@@ -61,6 +61,9 @@ EXACT_FILTER_LIMIT = 4096
 id) instead of searching the index: an IVF search would visit only the probed lists, and miss most of a narrow
 filter's documents. Wider filters search IVF with nprobe raised in proportion, as many allowed candidates as
 an unfiltered search sees."""
+EXACT_RESCORE_LIMIT = 16384
+"""The same with re-scoring vectors (a two-level index's finer codes, or the caller's): reading and scoring them
+for this many ids costs less than the full fast-scan pass a selector of that many ids makes faiss do."""
 
 
 class FaissVectorStore:
@@ -279,9 +282,10 @@ class FaissVectorStore:
             return scores, ids
         fetch = min(available, k if rescore_vectors is None else k * rescore_factor)
         allowed = keep_alive[0] if filter is not None and filter.allowed is not None else None
-        if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT:
+        if allowed is not None and len(allowed) <= (EXACT_RESCORE_LIMIT if rescore_vectors is not None else EXACT_FILTER_LIMIT):
             if rescore_vectors is not None:  # the finer vectors score every allowed id: exact, and no index pass
-                exact_rescored_search(q, k, allowed, rescore_vectors, self._dim, scores, ids)
+                with few_query_threads(len(q)):  # decoding is OpenMP-parallel in faiss
+                    exact_rescored_search(q, k, allowed, rescore_vectors, self._dim, scores, ids)
                 return scores, ids
             if exact_search(self._index, self._ivf, self._dim, q, k, allowed, scores, ids):
                 return scores, ids
