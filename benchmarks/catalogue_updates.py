@@ -288,7 +288,7 @@ def run_batch(folder: str, work: str, model: str | None) -> dict:
 
 
 def daily_batch(folder: Path, work: Path, products: list[dict], queries: list[str], query_vectors: np.ndarray,
-                model: str | None, encoder, idle_queries: int, nprobe: int | None = None) -> dict:
+                model: str | None, encoder, idle_queries: int, nprobe: int | None = None, batch_nice: int = 0) -> dict:
     from deepseek_rag import IndexHandle
 
     changed, delisted = batch_changes(products)
@@ -311,7 +311,8 @@ def daily_batch(folder: Path, work: Path, products: list[dict], queries: list[st
         one_query()
     before = [one_query() for _ in range(idle_queries)]
     first_version = handle.version
-    child = subprocess.Popen([sys.executable, __file__, "--batch", str(folder), str(work), model or ""],
+    child = subprocess.Popen([*(["nice", "-n", str(batch_nice)] if batch_nice else []),
+                              sys.executable, __file__, "--batch", str(folder), str(work), model or ""],
                              stdout=subprocess.PIPE, text=True)
     launched = time.perf_counter()
     during, swapped_at = [], None
@@ -348,6 +349,9 @@ def main() -> None:
     parser.add_argument("--index-spec", default="auto", help="FAISS factory string (default: auto, by catalogue size).")
     parser.add_argument("--nprobe", type=int, default=None,
                         help="IVF lists probed (default: the index's, calibrated at build time for --recall-target).")
+    parser.add_argument("--batch-nice", type=int, default=10,
+                        help="Niceness of the batch process, as cron runs a nightly job (`nice -n 10 deepseek-rag add "
+                             "--upsert ...`) on the machine that serves; 0: as urgent as the queries.")
     parser.add_argument("--recall-target", type=float, default=None,
                         help="Recall@10 the build calibrates nprobe / k_factor for (default: the index's, 0.98).")
     parser.add_argument("--out", default=None, help="Where the index is written (default: a temporary folder).")
@@ -359,7 +363,7 @@ def main() -> None:
         return
     results: dict = {"machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at start",
                      "products": args.products, "real_vectors": min(args.real, args.products), "nprobe": args.nprobe,
-               "recall_target": args.recall_target}
+               "recall_target": args.recall_target, "batch_nice": args.batch_nice}
     products = generate_products(args.products)
     documents = [product_document(p) for p in products]
     base = DualEncoder(model=args.model)
@@ -416,10 +420,10 @@ def main() -> None:
         save_mixture(mixture, work / "mixture.npz")
         (work / "real_texts.json").write_text(json.dumps(sorted(set(real_texts))))
         results["batch"] = daily_batch(folder, work, products, queries, query_vectors, args.model, encoder,
-                                       args.idle_queries, args.nprobe)
+                                       args.idle_queries, args.nprobe, args.batch_nice)
         batch = results["batch"]
         batch["encode_all_upserts_really_s"] = round(batch["upserts"] / results["real_encoder_docs_per_s"], 1)
-        print_batch(batch)
+        print_batch(batch, args.batch_nice)
         print(f"  the real encoder embeds {results['real_encoder_docs_per_s']} products/s here: embedding every upsert "
               f"with it would add ~{batch['encode_all_upserts_really_s']}s to the batch", flush=True)
     print(results["machine"])
@@ -440,8 +444,9 @@ def print_filtered(found: dict) -> None:
         print(f"  {mode}: p99 at 0.1% / unfiltered p99 = {ratio:.2f}")
 
 
-def print_batch(batch: dict) -> None:
-    print(f"\ndaily batch: {batch['upserts']:,} upserts + {batch['deletes']:,} deletes in a separate process")
+def print_batch(batch: dict, nice: int = 0) -> None:
+    print(f"\ndaily batch: {batch['upserts']:,} upserts + {batch['deletes']:,} deletes in a separate process"
+          + (f" (nice -n {nice})" if nice else ""))
     print(f"  upsert {batch['upsert_s']:.1f}s ({batch['upserts_per_s']:.0f} upserts/s), delete {batch['delete_s']:.2f}s, "
           f"publish {batch['publish_s']:.1f}s; started → published {batch['started_to_published_s']:.1f}s "
           f"(version {batch['version']}); readers served it {batch['launched_to_readers_serving_s']:.1f}s after launch")
