@@ -224,8 +224,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                         help="Encoder dtype of our pipelines (auto: bf16 where the CPU has it; float32 for comparisons).")
     parser.add_argument("--adapter", default=None,
-                        help="ours: also score with this fine-tuned adapter (rows ours-<folder name>-<mode>); with "
-                             "--keep-index a query-side adapter reuses the base index, a shared one needs its own.")
+                        help="ours: also score with this fine-tuned adapter (rows ours-<folder name>-<mode>, beside the "
+                             "base rows; the LlamaIndex-adapter row is skipped); with --keep-index a query-side adapter "
+                             "reuses the base index, one that changes document vectors gets (and keeps) its own.")
     args = parser.parse_args()
     import transformers
 
@@ -240,11 +241,19 @@ def main() -> None:
     tuned = Path(args.adapter).name if args.adapter else None
 
     def ours() -> dict:
-        rows = {f"ours-{m}": r for m, r in run_ours(corpus, queries, True, depth, modes, kept("ours"), adapter=True,
-                                                    dtype=args.dtype).items()}
-        if args.adapter:  # the same kept index searched with the adapter's query vectors, beside the base rows
-            rows.update({f"ours-{tuned}-{m}": r for m, r in run_ours(
-                corpus, queries, True, depth, modes, kept("ours"), dtype=args.dtype, encoder_adapter=args.adapter).items()})
+        rows = {f"ours-{m}": r for m, r in run_ours(corpus, queries, True, depth, modes, kept("ours"),
+                                                    adapter=not args.adapter, dtype=args.dtype).items()}
+        if args.adapter:  # a query-side adapter searches the same kept index, beside the base rows
+            from deepseek_rag.errors import EncoderMismatchError
+
+            try:
+                adapted = run_ours(corpus, queries, True, depth, modes, kept("ours"), dtype=args.dtype,
+                                   encoder_adapter=args.adapter)
+            except EncoderMismatchError:  # it changes document vectors: an index of its own (kept once built)
+                print(f"  {args.adapter} changes document vectors: indexing with it", flush=True)
+                adapted = run_ours(corpus, queries, True, depth, modes, kept(f"ours-{tuned}"), dtype=args.dtype,
+                                   encoder_adapter=args.adapter)
+            rows.update({f"ours-{tuned}-{m}": r for m, r in adapted.items()})
         return rows
 
     runners = {
