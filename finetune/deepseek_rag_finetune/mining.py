@@ -138,6 +138,7 @@ def _bm25_rank(queries, pool, depth):
         import bm25s
     except ImportError as exc:
         raise InvalidInputError("BM25 mining needs bm25s: pip install 'deepseek-rag-finetune[bm25]'") from exc
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG at import: a line per index built
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(list(pool), stopwords="en", show_progress=False), show_progress=False)
     query_tokens = bm25s.tokenize(list(queries), stopwords="en", show_progress=False, return_ids=False)
