@@ -23,13 +23,12 @@ Pipelines, all with the same all-MiniLM-L6-v2:
 
 ``--limit-docs`` keeps the first N contracts that have queries (and those queries), so a 2-core CPU
 finishes in minutes; say so when quoting figures. ``--split`` applies the split rule first (see
-:func:`held_out`): ``heldout`` keeps the contracts a CUAD fine-tune never trains on, ``train`` the others.
+:func:`deepseek_rag.evaluation.held_out`): ``heldout`` keeps the contracts a CUAD fine-tune never trains on, ``train`` the others.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from collections import defaultdict
@@ -37,18 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deepseek_rag.evaluation import ndcg_at_k
+from deepseek_rag.evaluation import held_out, ndcg_at_k
 
 KS = (1, 4, 8, 16)
-HELD_OUT_SHARE = 0.25
 SPLITS = ("all", "train", "heldout")
-
-
-def held_out(doc_id: str) -> bool:
-    """The CUAD split rule: a contract is held out when the first 8 bytes of sha256(its id), read as a
-    fraction of 2^64, fall below ``HELD_OUT_SHARE`` (124 of the 472 contracts with questions). Deterministic
-    and independent of file order, so a fine-tune and its evaluation agree on it without sharing state."""
-    return int.from_bytes(hashlib.sha256(doc_id.encode("utf-8")).digest()[:8], "big") / 2**64 < HELD_OUT_SHARE
 
 
 def load_cuad(folder: Path, limit_docs: int | None, split: str = "all"):
@@ -113,29 +104,36 @@ def _overlap(span: tuple[int, int], merged: list[tuple[int, int]]) -> int:
 
 
 def run_ours(corpus, queries, headers: bool, depth: int, modes: tuple[str, ...] = ("hybrid",), keep: Path | None = None,
-             *, chunk_tokens: int | None = None, window_tokens: int | None = None, adapter: bool = False):
+             *, chunk_tokens: int | None = None, window_tokens: int | None = None, adapter: bool = False,
+             dtype: str = "auto", encoder_adapter: str | None = None):
     """One build, scored in each retrieval mode: {mode: (results, chunk_spans, stats)}.
 
     With ``keep``, the index is saved there (with its build time) and reused by the next run with the same
     contracts, so a long build is paid once while retrieval settings are compared. ``chunk_tokens``: chunk
     size (None: the default); ``window_tokens``: return windows of that size around each matched chunk;
-    ``adapter``: also score the index through the LlamaIndex adapter's defaults (row ``"llamaindex-adapter"``).
+    ``adapter``: also score the index through the LlamaIndex adapter's defaults (row ``"llamaindex-adapter"``);
+    ``dtype``: the encoder's; ``encoder_adapter``: a fine-tuned adapter folder the encoder loads (a kept index
+    is reused only with a query-side one: one that changes document vectors is refused, naming the index).
     """
     from deepseek_rag import Document, DocumentIndex
+    from deepseek_rag.encoding.dual_encoder import DualEncoder, EncoderConfig
 
     timing = keep / "build_seconds.json" if keep else None
-    if timing is not None and timing.is_file() and json.loads(timing.read_text())["contracts"] == sorted(corpus):
-        index = DocumentIndex.load(keep)
-        build = json.loads(timing.read_text())["build_s"]
+    recorded = json.loads(timing.read_text()) if timing is not None and timing.is_file() else {}
+    if recorded.get("contracts") == sorted(corpus) and recorded.get("dtype", "auto") == dtype:
+        overrides = {"dtype": dtype, **({"adapter": encoder_adapter} if encoder_adapter else {})}
+        index = DocumentIndex.load(keep, encoder_overrides=overrides, writable=False)
+        build = recorded["build_s"]
     else:
         docs = [Document(d, r["text"], {"title": r["title"]}) for d, r in corpus.items()]
+        encoder = DualEncoder(EncoderConfig(adapter=encoder_adapter, dtype=dtype))
         started = time.perf_counter()
         chunking = {"chunking": {"max_tokens": chunk_tokens}} if chunk_tokens else {}
-        index = DocumentIndex.build(docs, index_spec="Flat", contextual_headers=headers, **chunking)
+        index = DocumentIndex.build(docs, encoder, index_spec="Flat", contextual_headers=headers, **chunking)
         build = time.perf_counter() - started
         if keep is not None:
             index.save(keep, overwrite=True)
-            timing.write_text(json.dumps({"contracts": sorted(corpus), "build_s": build}))
+            timing.write_text(json.dumps({"contracts": sorted(corpus), "dtype": dtype, "build_s": build}))
     chunks = [c for batch in index.store.iter_chunks() for c in batch]
     tokens = [len(index.encoder.tokenizer(c.text, add_special_tokens=False)["input_ids"]) for c in chunks]
     chunk_spans = defaultdict(list)
@@ -223,6 +221,12 @@ def main() -> None:
     parser.add_argument("--keep-index", default=None,
                         help="Folder to save our indexes in (one per variant) and reuse when the contracts match.")
     parser.add_argument("--json", dest="json_out", default=None, help="Also write the results here.")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="Encoder dtype of our pipelines (auto: bf16 where the CPU has it; float32 for comparisons).")
+    parser.add_argument("--adapter", default=None,
+                        help="ours: also score with this fine-tuned adapter (rows ours-<folder name>-<mode>, beside the "
+                             "base rows; the LlamaIndex-adapter row is skipped); with --keep-index a query-side adapter "
+                             "reuses the base index, one that changes document vectors gets (and keeps) its own.")
     args = parser.parse_args()
     import transformers
 
@@ -234,9 +238,26 @@ def main() -> None:
     depth = max(KS)
     modes = ("hybrid", "hybrid-plain", "dense", "sparse", "hybrid-focus")
     kept = (lambda name: Path(args.keep_index) / name) if args.keep_index else (lambda name: None)
+    tuned = Path(args.adapter).name if args.adapter else None
+
+    def ours() -> dict:
+        rows = {f"ours-{m}": r for m, r in run_ours(corpus, queries, True, depth, modes, kept("ours"),
+                                                    adapter=not args.adapter, dtype=args.dtype).items()}
+        if args.adapter:  # a query-side adapter searches the same kept index, beside the base rows
+            from deepseek_rag.errors import EncoderMismatchError
+
+            try:
+                adapted = run_ours(corpus, queries, True, depth, modes, kept("ours"), dtype=args.dtype,
+                                   encoder_adapter=args.adapter)
+            except EncoderMismatchError:  # it changes document vectors: an index of its own (kept once built)
+                print(f"  {args.adapter} changes document vectors: indexing with it", flush=True)
+                adapted = run_ours(corpus, queries, True, depth, modes, kept(f"ours-{tuned}"), dtype=args.dtype,
+                                   encoder_adapter=args.adapter)
+            rows.update({f"ours-{tuned}-{m}": r for m, r in adapted.items()})
+        return rows
+
     runners = {
-        "ours": lambda: {f"ours-{m}": r for m, r in
-                         run_ours(corpus, queries, True, depth, modes, kept("ours"), adapter=True).items()},
+        "ours": ours,
         "ours-small": lambda: {f"ours-small-{m}": r for m, r in run_ours(
             corpus, queries, True, depth, ("hybrid", "hybrid-plain"), kept(f"ours-small-{args.chunk_tokens}"),
             chunk_tokens=args.chunk_tokens, window_tokens=args.window_tokens).items()},

@@ -9,6 +9,7 @@ from chunk hits (chunk scores aggregated per document, see ``retriever.py``).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -26,6 +27,18 @@ logger = logging.getLogger(__name__)
 
 Qrels = dict[str, dict[str, int]]
 Run = dict[str, dict[str, float]]
+
+HELD_OUT_SHARE = 0.25
+"""Share of documents :func:`held_out` keeps away from fine-tuning (the CUAD evaluation split)."""
+
+
+def held_out(doc_id: str, share: float = HELD_OUT_SHARE) -> bool:
+    """The train/held-out split rule for span-labelled documents (CUAD): a document is held out when the
+    first 8 bytes of sha256(its id), read as a fraction of 2^64, fall below ``share`` (124 of CUAD's 472
+    contracts with questions). Deterministic and independent of file order, so a fine-tune
+    (``deepseek-rag finetune --spans``) and its evaluation (``benchmarks/cuad_spans.py --split heldout``)
+    agree on it without sharing state."""
+    return int.from_bytes(hashlib.sha256(doc_id.encode("utf-8")).digest()[:8], "big") / 2**64 < share
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """deepseek-rag-finetune: LoRA fine-tuning for deepseek-rag's dual encoder.
 
-Pairs in (JSONL / CSV / BEIR qrels, or pseudo-pairs from a bare corpus), hard negatives mined with the
+Pairs in (JSONL / CSV / BEIR qrels, span-labelled long documents, or pseudo-pairs from a bare corpus), hard negatives mined with the
 current encoder or BM25, InfoNCE or margin loss, one process or ``torchrun``; out comes an adapter folder
 that ``deepseek_rag.DualEncoder(adapter=...)`` loads, or a merged model folder (``export.py``). Nothing heavy
 is imported until a name below is used.
@@ -23,6 +23,10 @@ _EXPORTS = {
     "pseudo_pairs": "cold_start",
     "llm_pairs": "cold_start",
     "mine_hard_negatives": "mining",
+    "rank_passages": "mining",
+    "SpanLabels": "spans",
+    "read_span_labels": "spans",
+    "span_pairs": "spans",
     "InfoNCELoss": "losses",
     "ContrastiveMarginLoss": "losses",
     "FinetuneConfig": "config",
@@ -41,8 +45,9 @@ if TYPE_CHECKING:
     from .export import export_merged_model
     from .lora import detect_target_modules
     from .losses import ContrastiveMarginLoss, InfoNCELoss
-    from .mining import mine_hard_negatives
+    from .mining import mine_hard_negatives, rank_passages
     from .pairs import TrainingPair, deduplicate, load_pairs, read_beir_pairs, split_dev, write_jsonl_pairs
+    from .spans import SpanLabels, read_span_labels, span_pairs
     from .trainer import Trainer, TrainingResult, finetune
 
 

@@ -52,7 +52,15 @@ def _user_errors(func: Any) -> Any:
               help="JSONL {query, positive, negative?|negatives?} or CSV/TSV with a query,positive[,negative] header.")
 @click.option("--beir", "beir_dir", type=click.Path(file_okay=False), default=None,
               help="BEIR folder: pairs from qrels/<split>.tsv + corpus.jsonl; the corpus also feeds mining.")
-@click.option("--split", default="train", show_default=True, help="qrels split to train on (with --beir).")
+@click.option("--spans", "spans_dir", type=click.Path(file_okay=False), default=None,
+              help="BEIR folder with qrels/<split>_spans.jsonl {query-id, corpus-id, start, end}: pairs are (question, "
+                   "the chunk holding the answer), chunked as the index chunks; --hard-negatives come from the same document.")
+@click.option("--split", default=None,
+              help="qrels split to train on: --beir reads qrels/<split>.tsv (default train); --spans reads "
+                   "qrels/<split>_spans.jsonl (default: the folder's only one).")
+@click.option("--exclude-held-out/--include-held-out", "exclude_held_out", default=True, show_default=True,
+              help="--spans: leave out the documents deepseek_rag.evaluation.held_out picks (25%% by sha256 of the id), "
+                   "the ones benchmarks/cuad_spans.py --split heldout measures.")
 @click.option("--cold-start", "cold_start", type=click.Path(), default=None,
               help="No pairs? Make pseudo-pairs (title → passage, sentence → passage) from these documents.")
 @click.option("--corpus", type=click.Path(), default=None, help="Passages to mine hard negatives from (files or BEIR corpus.jsonl).")
@@ -90,8 +98,8 @@ def _user_errors(func: Any) -> Any:
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 @click.pass_context
 @_user_errors
-def finetune_command(ctx: click.Context, pairs_file, beir_dir, split, cold_start, corpus, out, resume, merge_to,
-                     config_file, **options: Any) -> None:
+def finetune_command(ctx: click.Context, pairs_file, beir_dir, spans_dir, split, exclude_held_out, cold_start, corpus, out,
+                     resume, merge_to, config_file, **options: Any) -> None:
     """Fine-tune the encoder with LoRA on (query, positive) pairs; write an adapter folder.
 
     \b
@@ -99,6 +107,7 @@ def finetune_command(ctx: click.Context, pairs_file, beir_dir, split, cold_start
       deepseek-rag finetune --pairs pairs.jsonl --out my-adapter
       deepseek-rag finetune --beir datasets/scifact --split train --out sci-adapter --epochs 3 --hard-negatives 1
       deepseek-rag finetune --cold-start contracts/ --out contracts-adapter --max-steps 200
+      deepseek-rag finetune --spans datasets/cuad --out cuad-adapter --adapter-mode query --hard-negatives 1 --mining bm25
       deepseek-rag finetune --pairs pairs.csv --out ad --adapter-mode asymmetric --merge-to merged-model
       torchrun --nproc_per_node 2 -m deepseek_rag_finetune --pairs pairs.jsonl --out ad   (DDP)
     Then: deepseek-rag index docs/ --out docs.idx --adapter my-adapter
@@ -106,9 +115,9 @@ def finetune_command(ctx: click.Context, pairs_file, beir_dir, split, cold_start
     from .pairs import load_pairs, passage_text, read_beir_pairs
     from .trainer import finetune
 
-    sources = [s for s in (pairs_file, beir_dir, cold_start) if s]
+    sources = [s for s in (pairs_file, beir_dir, spans_dir, cold_start) if s]
     if len(sources) != 1:
-        raise click.UsageError("give exactly one of --pairs FILE, --beir DIR or --cold-start DOCS")
+        raise click.UsageError("give exactly one of --pairs FILE, --beir DIR, --spans DIR or --cold-start DOCS")
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     base = FinetuneConfig.from_json(config_file).to_dict() if config_file else {}
     config = FinetuneConfig.from_dict({**{k: v for k, v in options.items() if k not in base}, **base, **given})
@@ -119,8 +128,10 @@ def finetune_command(ctx: click.Context, pairs_file, beir_dir, split, cold_start
     elif beir_dir:
         from deepseek_rag.ingest.loaders import load_beir_corpus
 
-        pairs = read_beir_pairs(beir_dir, split)
+        pairs = read_beir_pairs(beir_dir, split or "train")
         passages = [passage_text(d.title, d.text) for d in load_beir_corpus(beir_dir)]
+    elif spans_dir:
+        pairs = _span_pairs(spans_dir, split, exclude_held_out, config)
     else:
         from deepseek_rag.ingest.loaders import load_documents
 
@@ -146,6 +157,28 @@ def finetune_command(ctx: click.Context, pairs_file, beir_dir, split, cold_start
         export_merged_model(out, merge_to, model=config.model, side=None if config.adapter_mode == "shared" else "query")
         click.echo(f"merged model → {merge_to}", err=True)
     click.echo(f"adapter → {out}  (use: --adapter {out})", err=True)
+
+
+def _span_pairs(folder: str, split: str | None, exclude_held_out: bool, config: FinetuneConfig) -> list:
+    """``--spans``: pairs from a span-labelled folder, cut as a default index cuts it with the base model."""
+    from pathlib import Path
+
+    from deepseek_rag.encoding.dual_encoder import DualEncoder, EncoderConfig
+
+    from .spans import read_span_labels, span_pairs
+
+    if split is None:
+        found = sorted(Path(folder, "qrels").glob("*_spans.jsonl"))
+        split = found[0].name[: -len("_spans.jsonl")] if len(found) == 1 else "train"
+    labels = read_span_labels(folder, split)
+    total = len(labels.documents)
+    if exclude_held_out:
+        labels = labels.without_held_out()
+    encoder = DualEncoder(EncoderConfig(model=config.model, dtype="float32", device=config.device))
+    pairs = span_pairs(labels, encoder, negatives=config.hard_negatives, mining=config.mining)
+    click.echo(f"{len(pairs)} span pairs from {len(labels.queries)} questions on {len(labels.documents)} documents"
+               + (f" ({total - len(labels.documents)} held-out documents left out)" if exclude_held_out else ""), err=True)
+    return pairs
 
 
 @click.command("finetune-export", context_settings=CONTEXT_SETTINGS)

@@ -60,15 +60,7 @@ def mine_hard_negatives(
     for pair in pairs:
         positives_of.setdefault(pair.query, set()).add(pair.positive)
     depth = min(last, len(pool))
-
-    if method == "dense":
-        if encode is None:
-            raise InvalidInputError("dense mining needs an encoder; pass encode= or use method='bm25'")
-        ranked, positive_score = _dense_rank(queries, pool, pairs, encode, depth)
-    elif method == "bm25":
-        ranked, positive_score = _bm25_rank(queries, pool, pairs, depth)
-    else:
-        raise InvalidInputError(f"mining method {method!r} is not one of dense, bm25")
+    ranked, positive_score = _rank_with_positives(queries, pool, pairs, method, encode, depth)
 
     mined: list[TrainingPair] = []
     short = 0
@@ -92,7 +84,34 @@ def mine_hard_negatives(
     return mined
 
 
-def _dense_rank(queries, pool, pairs, encode, depth):
+def rank_passages(queries: Sequence[str], pool: Sequence[str], *, method: str = "dense", encode: Encode | None = None,
+                  depth: int | None = None) -> dict[str, list[tuple[int, float]]]:
+    """For each query, the ``depth`` best passages of ``pool`` (all by default) as (pool index, score), best first.
+
+    ``method``: dense (``encode`` both sides, cosine over a FAISS ``Flat`` index) or bm25 (``bm25s``).
+    """
+    depth = len(pool) if depth is None else min(depth, len(pool))
+    return _rank(list(queries), list(pool), method, encode, depth)[0]
+
+
+def _rank(queries, pool, method, encode, depth):
+    """(ranked, score_of): ranked as :func:`rank_passages`; ``score_of([(query, text)...])`` scores any passages."""
+    if method == "dense":
+        if encode is None:
+            raise InvalidInputError("dense mining needs an encoder; pass encode= or use method='bm25'")
+        return _dense_rank(queries, pool, encode, depth)
+    if method == "bm25":
+        return _bm25_rank(queries, pool, depth)
+    raise InvalidInputError(f"mining method {method!r} is not one of dense, bm25")
+
+
+def _rank_with_positives(queries, pool, pairs, method, encode, depth):
+    ranked, score_of = _rank(queries, pool, method, encode, depth)
+    positive_score = score_of([(p.query, p.positive) for p in pairs])
+    return ranked, positive_score
+
+
+def _dense_rank(queries, pool, encode, depth):
     from deepseek_rag.vectors.faiss_store import VectorIndex
 
     q = np.ascontiguousarray(encode(queries, "query"), dtype=np.float32)
@@ -103,25 +122,27 @@ def _dense_rank(queries, pool, pairs, encode, depth):
     ranked = {query: [(int(i), float(s)) for s, i in zip(scores[row], ids[row]) if i >= 0] for row, query in enumerate(queries)}
     row_of = {query: row for row, query in enumerate(queries)}
     slot = {text: i for i, text in enumerate(pool)}
-    missing = list(dict.fromkeys(p.positive for p in pairs if p.positive not in slot))
-    extra = np.ascontiguousarray(encode(missing, "document"), dtype=np.float32) if missing else np.zeros((0, d.shape[1]), np.float32)
-    extra_row = {text: i for i, text in enumerate(missing)}
-    positive_score = {}
-    for pair in pairs:
-        vector = d[slot[pair.positive]] if pair.positive in slot else extra[extra_row[pair.positive]]
-        positive_score[(pair.query, pair.positive)] = float(q[row_of[pair.query]] @ vector)
-    return ranked, positive_score
+
+    def score_of(wanted):
+        missing = list(dict.fromkeys(text for _, text in wanted if text not in slot))
+        extra = np.ascontiguousarray(encode(missing, "document"), dtype=np.float32) if missing else np.zeros((0, d.shape[1]), np.float32)
+        extra_row = {text: i for i, text in enumerate(missing)}
+        return {(query, text): float(q[row_of[query]] @ (d[slot[text]] if text in slot else extra[extra_row[text]]))
+                for query, text in wanted}
+
+    return ranked, score_of
 
 
-def _bm25_rank(queries, pool, pairs, depth):
+def _bm25_rank(queries, pool, depth):
     try:
         import bm25s
     except ImportError as exc:
         raise InvalidInputError("BM25 mining needs bm25s: pip install 'deepseek-rag-finetune[bm25]'") from exc
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG at import: a line per index built
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(list(pool), stopwords="en", show_progress=False), show_progress=False)
     query_tokens = bm25s.tokenize(list(queries), stopwords="en", show_progress=False, return_ids=False)
-    ranked, positive_score = {}, {}
+    ranked = {}
     slot = {text: i for i, text in enumerate(pool)}
     full_scores = {}
     for query, tokens in zip(queries, query_tokens):
@@ -129,9 +150,10 @@ def _bm25_rank(queries, pool, pairs, depth):
         top = np.argsort(-scores, kind="stable")[:depth]
         ranked[query] = [(int(i), float(scores[i])) for i in top]
         full_scores[query] = scores
-    for pair in pairs:
-        if pair.positive in slot:
-            positive_score[(pair.query, pair.positive)] = float(full_scores[pair.query][slot[pair.positive]])
-        else:  # a positive outside the pool: score it alone (term statistics stay the pool's)
-            positive_score[(pair.query, pair.positive)] = float("inf")
-    return ranked, positive_score
+
+    def score_of(wanted):
+        # a passage outside the pool: unscored (term statistics stay the pool's), so it never blocks a candidate
+        return {(query, text): float(full_scores[query][slot[text]]) if text in slot else float("inf")
+                for query, text in wanted}
+
+    return ranked, score_of
