@@ -6,10 +6,6 @@ few forward passes instead of one each. Each query's wait is the ``queue`` stage
 ``encode`` stage, and every batch's size goes to ``deepseek_rag_encode_batch_size``. With a window of 0 every
 query is encoded alone (still on the encoder thread): the baseline the benchmark compares against.
 
-Writes share that thread: :class:`DocumentEncodingLane` hands the writer's chunks to it a slice at a time, so a
-query batch that arrives during an upsert waits for one slice, not for the whole upsert's forward passes (and
-the two never run at once, each fighting the other for the same cores).
-
 A batch's requests then wake together, and :class:`SearchCoalescer` runs those that ask the same thing as one
 multi-query search, so a burst costs one thread hop, one version pin and one faiss call per group.
 """
@@ -66,17 +62,6 @@ class QueryBatcher:
         await self._queue.put((text, future, time.perf_counter()))
         return await future
 
-    def run_on_encoder(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``func(*args, **kwargs)`` on the encoder thread, between query batches; blocks the calling thread (never
-        call it from the event loop). Before :meth:`start` or after :meth:`stop` it runs on the caller's thread."""
-        if self._task is None or self._task.done():
-            return func(*args, **kwargs)
-        try:
-            future = self._executor.submit(func, *args, **kwargs)
-        except RuntimeError:  # shut down meanwhile
-            return func(*args, **kwargs)
-        return future.result()
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         queue = self._queue
@@ -110,39 +95,6 @@ class QueryBatcher:
             for (_, future, _), vector in zip(live, vectors):
                 if not future.done():
                     future.set_result(vector)
-
-
-class DocumentEncodingLane:
-    """The encoder as the writer sees it: ``encode_documents`` runs on the query batcher's encoder thread in
-    slices of about ``slice_tokens`` tokens, one slice queued at a time, so query batches take turns with it.
-
-    Everything else is the wrapped encoder's (attributes are looked up on it). Called from the writer's thread;
-    the result is the same vectors, in the same order, as one ``encoder.encode_documents(texts)`` call."""
-
-    def __init__(self, encoder: Any, batcher: QueryBatcher, *, slice_tokens: int = 2048) -> None:
-        self._encoder, self._batcher, self._slice_tokens = encoder, batcher, slice_tokens
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._encoder, name)
-
-    def encode_documents(self, texts: list[str], *, batch_size: int | None = None, progress: bool | None = None) -> np.ndarray:
-        texts = list(texts)
-        if not texts:
-            return self._encoder.encode_documents(texts)
-        lengths = [len(ids) for ids in map(self._encoder.token_ids, texts)]
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # similar lengths share a slice: less padding
-        vectors: list[np.ndarray | None] = [None] * len(texts)
-        start = 0
-        while start < len(order):
-            width = min(max(lengths[order[start]], 1), self._encoder.max_seq_length)
-            stop = start + max(1, self._slice_tokens // width)
-            picked = order[start:stop]
-            encoded = self._batcher.run_on_encoder(self._encoder.encode_documents, [texts[i] for i in picked],
-                                                   batch_size=batch_size, progress=False)
-            for i, vector in zip(picked, encoded):
-                vectors[i] = vector
-            start = stop
-        return np.stack(vectors)
 
 
 def search_key(*params: Any) -> Hashable | None:

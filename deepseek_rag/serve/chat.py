@@ -75,10 +75,7 @@ def token_counter(encoder: Any) -> Callable[[list[str]], list[int]]:
     """Token counts of texts with the served encoder's tokenizer (no truncation, no special tokens)."""
 
     def count(texts: list[str]) -> list[int]:
-        if not texts:
-            return []
-        ids = encoder.tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-        return [len(i) for i in ids]
+        return [len(encoder.token_ids(text)) for text in texts]  # shared tokenizer: no copy per worker thread
 
     return count
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from ..documents import Document, DocumentHit, Hit
 from ..index_handle import IndexHandle
 from ..retrieval.retriever import Retriever
-from .batching import DocumentEncodingLane, QueryBatcher, SearchCoalescer, search_key
+from .batching import QueryBatcher, SearchCoalescer, search_key
 from .metrics import ServeMetrics
 from .settings import ServeSettings
 from .writer import IndexWriter
@@ -87,9 +87,7 @@ class ServedIndex:
         self.batcher = QueryBatcher(self.encoder, metrics, window_s=settings.batch_window_ms / 1000,
                                     max_batch=settings.max_batch, arm=name)
         self.searches = SearchCoalescer(self._search)
-        # the writer encodes on the batcher's thread, a slice at a time between query batches
-        self.writer = IndexWriter(self.path, DocumentEncodingLane(self.encoder, self.batcher), self.handle,
-                                  lock_wait_s=settings.lock_wait_s)
+        self.writer = IndexWriter(self.path, self.encoder, self.handle, lock_wait_s=settings.lock_wait_s)
         self._seen_version = self.handle.version
         self.observe()
 
@@ -97,8 +95,8 @@ class ServedIndex:
         await self.batcher.start()
 
     async def stop(self) -> None:
-        self.writer.close()  # first: a write in flight still encodes on the batcher's thread
         await self.batcher.stop()
+        self.writer.close()
         self.handle.close()
 
     def observe(self) -> None:
