@@ -38,6 +38,7 @@ from .storage.layout import CURRENT_NAME, FORMAT_VERSION, directory_bytes
 from .storage.lock import WriterLock
 from .storage.segment import Segment
 from .storage.snapshot import SegmentState, Snapshot, VectorsSummary, with_deleted
+from .storage.unchanged_chunks import encode_changed
 from .vectors.calibration import VectorSearchSettings, calibrate_template
 from .vectors.faiss_store import FaissVectorStore
 
@@ -174,7 +175,9 @@ class DocumentIndex(Publishing, DenseSide):
             self._decide_dense(batch.embedding_texts)
         if not self._snapshot.dense:
             return batch, None  # a lexical-only index: nothing to encode
-        return batch, self.encoder.encode_documents(batch.embedding_texts, progress=progress)
+        # a replaced document's unchanged chunks keep their vectors; only new or edited text is encoded
+        return batch, encode_changed(self._snapshot, batch, self.settings.contextual_headers,
+                                     lambda texts: self.encoder.encode_documents(texts, progress=progress), self.encoder.dim)
 
     def add_documents(self, documents: Iterable[Document], *, progress: bool | None = None) -> int:
         """Chunk, encode and add new documents; an id already in the index is an error. Returns chunks added."""
