@@ -27,6 +27,8 @@ from pathlib import Path
 from deepseek_rag import DocumentIndex, DualEncoder, SparseConfig
 from deepseek_rag.evaluation import load_beir_split, score_run
 from deepseek_rag.ingest.loaders import load_beir_corpus
+from deepseek_rag.ingest.preparation import with_header
+from zh_term_weights import TermWeights, fitted_term_weights, term_recall_weights  # noqa: E402  (sibling module)
 
 DEPTH = 100  # documents ranked per query, as `deepseek-rag eval` does
 SPLITS = ("dev", "test")
@@ -57,6 +59,39 @@ def rankings(index: DocumentIndex, texts: list[str]) -> list[list[tuple[str, flo
     return [[(d.doc_id, d.score) for d in hits] for hits in docs]
 
 
+def weighted_rankings(index: DocumentIndex, texts: list[str], weights: TermWeights) -> list[list[tuple[str, float]]]:
+    """BM25 with each query term's contribution multiplied by its learned weight; documents by their best chunk."""
+    snapshot = index.snapshot()
+    queries = [weights.apply(snapshot.sparse.query_weights(text)) for text in texts]
+    return [best_chunk_per_document(snapshot, scores, ids) for scores, ids in
+            zip(*snapshot.search_sparse(queries, DEPTH * 5))]
+
+
+def best_chunk_per_document(snapshot, scores, ids) -> list[tuple[str, float]]:
+    chunks = snapshot.get_chunks([int(i) for i in ids if i >= 0])
+    best: dict[str, float] = {}
+    for score, chunk_id in zip(scores, ids):
+        if chunk_id >= 0 and int(chunk_id) in chunks:
+            best.setdefault(chunks[int(chunk_id)].doc_id, float(score))
+    return list(best.items())[:DEPTH]
+
+
+def training_pairs(data: str, index: DocumentIndex) -> tuple[list[tuple[list[str], int]], list[list[str]]] | None:
+    """(question terms, relevant document position) for every qrels/train.tsv pair, and every document's terms,
+    analysed as ``index`` analyses queries and chunks (title in front); None without a train split."""
+    if not (Path(data) / "qrels" / "train.tsv").is_file():
+        return None
+    train = load_beir_split(data, "train")
+    sparse = index.snapshot().sparse
+    documents = load_beir_corpus(data)
+    position = {d.id: i for i, d in enumerate(documents)}
+    headers = index.settings.sparse.headers
+    terms = [sparse.analyze_query(with_header(d.text, d.metadata.get("title"), None, headers)) for d in documents]
+    pairs = [(sparse.analyze_query(text), position[doc]) for qid, text in train.queries.items()
+             for doc, grade in train.qrels[qid].items() if grade > 0 and doc in position]
+    return pairs, terms
+
+
 def rm3_rankings(index: DocumentIndex, texts: list[str], feedback_docs: int, feedback_terms: int,
                  original_weight: float) -> list[list[tuple[str, float]]]:
     """RM3: BM25 with the query's normalised term weights interpolated with the relevance model of the top
@@ -82,12 +117,7 @@ def rm3_rankings(index: DocumentIndex, texts: list[str], feedback_docs: int, fee
         for term, w in top:
             expanded[term] = expanded.get(term, 0.0) + (1 - original_weight) * w / total
         scores, ids = snapshot.search_sparse([expanded], DEPTH * 5)
-        chunks = snapshot.get_chunks([int(i) for i in ids[0] if i >= 0])
-        best: dict[str, float] = {}
-        for score, chunk_id in zip(scores[0], ids[0]):
-            if chunk_id >= 0 and int(chunk_id) in chunks:
-                best.setdefault(chunks[int(chunk_id)].doc_id, float(score))
-        out.append(list(best.items())[:DEPTH])
+        out.append(best_chunk_per_document(snapshot, scores[0], ids[0]))
     return out
 
 
@@ -160,6 +190,25 @@ def main() -> None:
         for mode in ("chars", "chars+search"):
             measure(f"{mode} + RM3 ({docs} docs, {terms} terms, original weight {weight})", SparseConfig(chinese=mode),
                     rank=lambda index, texts, d=docs, t=terms, w=weight: rm3_rankings(index, texts, d, t, w))
+    learned = SparseConfig(chinese="chars+search", k1=k1, b=b)
+    pairs = training_pairs(args.data, base.with_sparse(learned))
+    if pairs is None:
+        print("  (no qrels/train.tsv: no learned query-term weights)", flush=True)
+    else:
+        questions, documents = pairs
+        recall_pairs = [(q, documents[d]) for q, d in questions]
+        for alpha, gamma in ((10, 0.5), (30, 0.5), (30, 1.0)):
+            weights = term_recall_weights(recall_pairs, alpha=alpha, gamma=gamma)
+            measure(f"chars+search, k1={k1} b={b} + term recall weights (alpha {alpha}, gamma {gamma})", learned,
+                    rank=lambda index, texts, w=weights: weighted_rankings(index, texts, w))
+        started = time.perf_counter()
+        weights = fitted_term_weights(questions, documents, k1=k1, b=b)
+        print(f"  fitted term weights on {len(questions)} training pairs in {time.perf_counter() - started:.0f}s", flush=True)
+        measure(f"chars+search, k1={k1} b={b} + fitted term weights", learned,
+                rank=lambda index, texts, w=weights: weighted_rankings(index, texts, w))
+        results["fitted_term_weights"] = {"lowest": sorted(weights.weights.items(), key=lambda kv: kv[1])[:20],
+                                          "highest": sorted(weights.weights.items(), key=lambda kv: -kv[1])[:20],
+                                          "unseen_by_length": weights.default_by_length}
     results["variants"] = rows
     baseline = rows["chars, no zh stop words (plain character baseline)"]["test"]
     chosen = max(rows, key=lambda label: rows[label]["dev"])
