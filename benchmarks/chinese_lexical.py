@@ -8,8 +8,10 @@ stored chunks (``DocumentIndex.with_sparse``), so rows differ only in the analys
 query expansion. Documents are ranked in sparse mode at document level, as ``deepseek-rag eval --mode sparse``
 ranks them. Variants are chosen on the dev split and reported on dev and test: the Chinese analysers (character
 unigrams + bigrams, jieba search and precise modes, both together), BM25 k1/b per analyser, a jieba user
-dictionary, and RM3 pseudo-relevance feedback (the query's terms, normalised, interpolated with the most likely
-terms of the top feedback chunks, as Anserini's RM3 does). The build timing builds the same corpus twice in one
+dictionary, RM3 pseudo-relevance feedback (the query's terms, normalised, interpolated with the most likely
+terms of the top feedback chunks, as Anserini's RM3 does), and, when the folder has ``qrels/train.tsv``,
+query-term weights learned from the training pairs (``zh_term_weights.py``: term recall, and a fitted
+log-linear weight per term). The build timing builds the same corpus twice in one
 run — lexical-only, then dense + sparse with the bundled encoder — and saves each. Prints the table and writes
 ``chinese_lexical.json``.
 """
