@@ -224,6 +224,8 @@ def test_chinese_lexical_reports_every_variant_and_both_build_times(tiny_model_d
     assert {"jieba search mode", "chars+search: bigrams and jieba search words together"} <= set(variants)
     assert any("RM3" in label for label in variants) and any("user dictionary" in label for label in variants)
     assert any("term recall weights" in label for label in variants) and any("fitted term" in label for label in variants)
+    assert any(label.startswith("RRF") for label in variants) and any("unseen-term defaults" in label for label in variants)
+    assert any("user dictionary" in label and "fitted with it" in label for label in variants)
     fitted = result["fitted_term_weights"]  # learned on the train split's questions, positive and finite
     assert "转租" in dict(fitted["highest"] + fitted["lowest"]) or len(fitted["highest"]) == 20
     assert all(0 < w < float("inf") for _, w in fitted["highest"] + fitted["lowest"])
