@@ -8,8 +8,10 @@ stored chunks (``DocumentIndex.with_sparse``), so rows differ only in the analys
 query expansion. Documents are ranked in sparse mode at document level, as ``deepseek-rag eval --mode sparse``
 ranks them. Variants are chosen on the dev split and reported on dev and test: the Chinese analysers (character
 unigrams + bigrams, jieba search and precise modes, both together), BM25 k1/b per analyser, a jieba user
-dictionary, and RM3 pseudo-relevance feedback (the query's terms, normalised, interpolated with the most likely
-terms of the top feedback chunks, as Anserini's RM3 does). The build timing builds the same corpus twice in one
+dictionary, RM3 pseudo-relevance feedback (the query's terms, normalised, interpolated with the most likely
+terms of the top feedback chunks, as Anserini's RM3 does), and, when the folder has ``qrels/train.tsv``,
+query-term weights learned from the training pairs (``zh_term_weights.py``: term recall, and a fitted
+log-linear weight per term). The build timing builds the same corpus twice in one
 run — lexical-only, then dense + sparse with the bundled encoder — and saves each. Prints the table and writes
 ``chinese_lexical.json``.
 """
@@ -27,6 +29,8 @@ from pathlib import Path
 from deepseek_rag import DocumentIndex, DualEncoder, SparseConfig
 from deepseek_rag.evaluation import load_beir_split, score_run
 from deepseek_rag.ingest.loaders import load_beir_corpus
+from deepseek_rag.ingest.preparation import with_header
+from zh_term_weights import TermWeights, fitted_term_weights, term_recall_weights  # noqa: E402  (sibling module)
 
 DEPTH = 100  # documents ranked per query, as `deepseek-rag eval` does
 SPLITS = ("dev", "test")
@@ -57,6 +61,39 @@ def rankings(index: DocumentIndex, texts: list[str]) -> list[list[tuple[str, flo
     return [[(d.doc_id, d.score) for d in hits] for hits in docs]
 
 
+def weighted_rankings(index: DocumentIndex, texts: list[str], weights: TermWeights) -> list[list[tuple[str, float]]]:
+    """BM25 with each query term's contribution multiplied by its learned weight; documents by their best chunk."""
+    snapshot = index.snapshot()
+    queries = [weights.apply(snapshot.sparse.query_weights(text)) for text in texts]
+    return [best_chunk_per_document(snapshot, scores, ids) for scores, ids in
+            zip(*snapshot.search_sparse(queries, DEPTH * 5))]
+
+
+def best_chunk_per_document(snapshot, scores, ids) -> list[tuple[str, float]]:
+    chunks = snapshot.get_chunks([int(i) for i in ids if i >= 0])
+    best: dict[str, float] = {}
+    for score, chunk_id in zip(scores, ids):
+        if chunk_id >= 0 and int(chunk_id) in chunks:
+            best.setdefault(chunks[int(chunk_id)].doc_id, float(score))
+    return list(best.items())[:DEPTH]
+
+
+def training_pairs(data: str, index: DocumentIndex) -> tuple[list[tuple[list[str], int]], list[list[str]]] | None:
+    """(question terms, relevant document position) for every qrels/train.tsv pair, and every document's terms,
+    analysed as ``index`` analyses queries and chunks (title in front); None without a train split."""
+    if not (Path(data) / "qrels" / "train.tsv").is_file():
+        return None
+    train = load_beir_split(data, "train")
+    sparse = index.snapshot().sparse
+    documents = load_beir_corpus(data)
+    position = {d.id: i for i, d in enumerate(documents)}
+    headers = index.settings.sparse.headers
+    terms = [sparse.analyze_query(with_header(d.text, d.metadata.get("title"), None, headers)) for d in documents]
+    pairs = [(sparse.analyze_query(text), position[doc]) for qid, text in train.queries.items()
+             for doc, grade in train.qrels[qid].items() if grade > 0 and doc in position]
+    return pairs, terms
+
+
 def rm3_rankings(index: DocumentIndex, texts: list[str], feedback_docs: int, feedback_terms: int,
                  original_weight: float) -> list[list[tuple[str, float]]]:
     """RM3: BM25 with the query's normalised term weights interpolated with the relevance model of the top
@@ -82,13 +119,61 @@ def rm3_rankings(index: DocumentIndex, texts: list[str], feedback_docs: int, fee
         for term, w in top:
             expanded[term] = expanded.get(term, 0.0) + (1 - original_weight) * w / total
         scores, ids = snapshot.search_sparse([expanded], DEPTH * 5)
-        chunks = snapshot.get_chunks([int(i) for i in ids[0] if i >= 0])
-        best: dict[str, float] = {}
-        for score, chunk_id in zip(scores[0], ids[0]):
-            if chunk_id >= 0 and int(chunk_id) in chunks:
-                best.setdefault(chunks[int(chunk_id)].doc_id, float(score))
-        out.append(list(best.items())[:DEPTH])
+        out.append(best_chunk_per_document(snapshot, scores[0], ids[0]))
     return out
+
+
+def fused_rankings(first: list[list[tuple[str, float]]], second: list[list[tuple[str, float]]],
+                   k: int = 60) -> list[list[tuple[str, float]]]:
+    """Reciprocal rank fusion of two rankings of each query, equal weights: ``sum 1 / (k + rank)``."""
+    out = []
+    for one, other in zip(first, second):
+        fused: dict[str, float] = defaultdict(float)
+        for ranking in (one, other):
+            for rank, (doc, _) in enumerate(ranking, start=1):
+                fused[doc] += 1.0 / (k + rank)
+        out.append(sorted(fused.items(), key=lambda item: -item[1])[:DEPTH])
+    return out
+
+
+def learned_variants(measure, base: DocumentIndex, data: str, user_dictionary: str | None, weights: TermWeights,
+                     k1: float, b: float, dev: tuple[list[str], list[str], dict]) -> None:
+    """Rows around the fitted weights: k1/b chosen again under them, rank fusion with plain BM25, defaults for
+    terms no training question held chosen on dev, and the fit redone with the user dictionary."""
+    weighted = lambda index, texts, w=weights: weighted_rankings(index, texts, w)  # noqa: E731
+    for k1_ in (0.6, 0.9, 1.2, 1.5):
+        for b_ in (0.5, 0.75, 0.9):
+            if (k1_, b_) != (k1, b):
+                measure(f"chars+search, k1={k1_} b={b_} + fitted term weights (fitted at k1={k1} b={b})",
+                        SparseConfig(chinese="chars+search", k1=k1_, b=b_), rank=weighted)
+    learned = SparseConfig(chinese="chars+search", k1=k1, b=b)
+    for k in (10, 60):
+        measure(f"RRF (k {k}): chars+search, k1={k1} b={b} with and without fitted term weights", learned,
+                rank=lambda index, texts, k=k: fused_rankings(weighted(index, texts), rankings(index, texts), k))
+    qids, texts, qrels = dev
+    variant = base.with_sparse(learned)
+    factors = {1: 1.0, 2: 1.0, 3: 1.0}
+
+    def with_factors(f: dict[int, float]) -> TermWeights:
+        return TermWeights(weights.weights, {n: weights.default_by_length[n] * f[n] for n in (1, 2, 3)})
+
+    best = ndcg(weighted_rankings(variant, texts, with_factors(factors)), qids, qrels)
+    for length in (1, 2, 3):  # one length class at a time, on dev only
+        for factor in (0.5, 2.0):
+            trial = {**factors, length: factor}
+            score = ndcg(weighted_rankings(variant, texts, with_factors(trial)), qids, qrels)
+            if score > best:
+                best, factors = score, trial
+    chosen = with_factors(factors)
+    measure(f"chars+search, k1={k1} b={b} + fitted term weights, unseen-term defaults x{factors[1]}/{factors[2]}/"
+            f"{factors[3]} (1/2/3+ chars, chosen on dev)", learned,
+            rank=lambda index, texts: weighted_rankings(index, texts, chosen))
+    if user_dictionary:
+        config = SparseConfig(chinese="chars+search", user_dictionary=user_dictionary, k1=k1, b=b)
+        questions, documents = training_pairs(data, base.with_sparse(config))
+        refit = fitted_term_weights(questions, documents, k1=k1, b=b)
+        measure(f"chars+search + user dictionary, k1={k1} b={b} + fitted term weights (fitted with it)", config,
+                rank=lambda index, texts: weighted_rankings(index, texts, refit))
 
 
 def ndcg(runs: list[list[tuple[str, float]]], qids: list[str], qrels) -> float:
@@ -103,6 +188,9 @@ def main() -> None:
     parser.add_argument("--skip-build-times", action="store_true", help="Leave out the lexical-only vs dense build timing.")
     parser.add_argument("--build-times-only", action="store_true", help="Only the lexical-only vs dense build timing.")
     parser.add_argument("--model", default=None, help="Encoder folder (default: the bundled MiniLM).")
+    parser.add_argument("--learned-only", action="store_true",
+                        help="Only the rows the learned weights need: the plain baseline, the chars+search k1/b grid "
+                             "(it picks k1/b) and the learned rows (skips jieba modes, the chars grid, RM3, term recall).")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,13 +223,16 @@ def main() -> None:
     rows: dict[str, dict] = {}
     print("variants (nDCG@10):", flush=True)
     measure("chars, no zh stop words (plain character baseline)", SparseConfig(chinese_stopwords=False))
-    measure("chars: unigrams + bigrams, zh stop words (default)", SparseConfig())
-    measure("jieba search mode", SparseConfig(chinese="search"))
-    measure("jieba precise mode", SparseConfig(chinese="precise"))
+    if not args.learned_only:
+        measure("chars: unigrams + bigrams, zh stop words (default)", SparseConfig())
+        measure("jieba search mode", SparseConfig(chinese="search"))
+        measure("jieba precise mode", SparseConfig(chinese="precise"))
     measure("chars+search: bigrams and jieba search words together", SparseConfig(chinese="chars+search"))
     best_params = {}
     defaults = {"chars": "chars: unigrams + bigrams, zh stop words (default)",
                 "chars+search": "chars+search: bigrams and jieba search words together"}
+    if args.learned_only:
+        del defaults["chars"]
     for mode, default_label in defaults.items():
         grid = {(1.5, 0.75): rows[default_label]}
         for k1 in (0.9, 1.2, 2.0):
@@ -150,16 +241,37 @@ def main() -> None:
         best_params[mode] = max(grid, key=lambda key: grid[key]["dev"])
     results["best_bm25_by_dev"] = {mode: {"k1": k1, "b": b} for mode, (k1, b) in best_params.items()}
     k1, b = best_params["chars+search"]
-    if args.user_dictionary:
+    if args.user_dictionary and not args.learned_only:
         for mode in ("search", "chars+search"):
             measure(f"{mode} + user dictionary ({Path(args.user_dictionary).name})",
                     SparseConfig(chinese=mode, user_dictionary=args.user_dictionary))
         measure(f"chars+search + user dictionary, k1={k1} b={b}",
                 SparseConfig(chinese="chars+search", user_dictionary=args.user_dictionary, k1=k1, b=b))
-    for docs, terms, weight in ((10, 10, 0.5), (10, 30, 0.9), (3, 10, 0.95), (10, 30, 0.95)):
+    for docs, terms, weight in () if args.learned_only else ((10, 10, 0.5), (10, 30, 0.9), (3, 10, 0.95), (10, 30, 0.95)):
         for mode in ("chars", "chars+search"):
             measure(f"{mode} + RM3 ({docs} docs, {terms} terms, original weight {weight})", SparseConfig(chinese=mode),
                     rank=lambda index, texts, d=docs, t=terms, w=weight: rm3_rankings(index, texts, d, t, w))
+    learned = SparseConfig(chinese="chars+search", k1=k1, b=b)
+    pairs = training_pairs(args.data, base.with_sparse(learned))
+    if pairs is None:
+        print("  (no qrels/train.tsv: no learned query-term weights)", flush=True)
+    else:
+        questions, documents = pairs
+        recall_pairs = [(q, documents[d]) for q, d in questions]
+        for alpha, gamma in () if args.learned_only else ((10, 0.5), (30, 0.5), (30, 1.0)):
+            weights = term_recall_weights(recall_pairs, alpha=alpha, gamma=gamma)
+            measure(f"chars+search, k1={k1} b={b} + term recall weights (alpha {alpha}, gamma {gamma})", learned,
+                    rank=lambda index, texts, w=weights: weighted_rankings(index, texts, w))
+        started = time.perf_counter()
+        weights = fitted_term_weights(questions, documents, k1=k1, b=b)
+        print(f"  fitted term weights on {len(questions)} training pairs in {time.perf_counter() - started:.0f}s", flush=True)
+        measure(f"chars+search, k1={k1} b={b} + fitted term weights", learned,
+                rank=lambda index, texts, w=weights: weighted_rankings(index, texts, w))
+        learned_variants(measure, base, args.data, args.user_dictionary, weights, k1, b,
+                         (*queries["dev"], splits["dev"].qrels))
+        results["fitted_term_weights"] = {"lowest": sorted(weights.weights.items(), key=lambda kv: kv[1])[:20],
+                                          "highest": sorted(weights.weights.items(), key=lambda kv: -kv[1])[:20],
+                                          "unseen_by_length": weights.default_by_length}
     results["variants"] = rows
     baseline = rows["chars, no zh stop words (plain character baseline)"]["test"]
     chosen = max(rows, key=lambda label: rows[label]["dev"])

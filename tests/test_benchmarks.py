@@ -203,14 +203,15 @@ def test_chinese_lexical_reports_every_variant_and_both_build_times(tiny_model_d
         "d5": "借款人应当按照约定的期限返还借款，并支付利息。",
     }
     queries = {"q1": ("出租人可以解除合同吗", "d1"), "q2": ("什么是不安抗辩权", "d2"), "q3": ("表见代理的构成", "d3"),
-               "q4": ("租赁期限最长多少年", "d4"), "q5": ("借款到期不还怎么办", "d5")}
+               "q4": ("租赁期限最长多少年", "d4"), "q5": ("借款到期不还怎么办", "d5"),
+               "q6": ("请问出租人同意转租吗", "d1"), "q7": ("请问借款的利息怎么支付", "d5"), "q8": ("请问二十年的租赁期限", "d4")}
     with open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus:
         for doc_id, text in docs.items():
             corpus.write(json.dumps({"_id": doc_id, "title": "", "text": text}, ensure_ascii=False) + "\n")
     with open(folder / "queries.jsonl", "w", encoding="utf-8") as handle:
         for qid, (text, _) in queries.items():
             handle.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
-    for split, qids in (("dev", ["q1", "q2", "q3"]), ("test", ["q4", "q5"])):
+    for split, qids in (("dev", ["q1", "q2", "q3"]), ("test", ["q4", "q5"]), ("train", ["q6", "q7", "q8"])):
         rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{queries[q][1]}\t1" for q in qids]
         (folder / "qrels" / f"{split}.tsv").write_text("\n".join(rows) + "\n")
     terms = tmp_path / "legal_terms.txt"
@@ -222,11 +223,25 @@ def test_chinese_lexical_reports_every_variant_and_both_build_times(tiny_model_d
     variants = result["variants"]
     assert {"jieba search mode", "chars+search: bigrams and jieba search words together"} <= set(variants)
     assert any("RM3" in label for label in variants) and any("user dictionary" in label for label in variants)
+    assert any("term recall weights" in label for label in variants) and any("fitted term" in label for label in variants)
+    assert any(label.startswith("RRF") for label in variants) and any("unseen-term defaults" in label for label in variants)
+    assert any("user dictionary" in label and "fitted with it" in label for label in variants)
+    fitted = result["fitted_term_weights"]  # learned on the train split's questions, positive and finite
+    assert "转租" in dict(fitted["highest"] + fitted["lowest"]) or len(fitted["highest"]) == 20
+    assert all(0 < w < float("inf") for _, w in fitted["highest"] + fitted["lowest"])
     assert all(0 <= row["dev"] <= 1 and 0 <= row["test"] <= 1 for row in variants.values())
     assert result["best_by_dev"]["variant"] in variants
     rows = result["build"]["rows"]
     assert rows["lexical-only (--dense off)"]["documents"] == rows["dense + sparse (default)"]["documents"] == 5
     assert "dense + sparse / lexical-only build time" in printed
+
+
+def test_term_recall_weights_lower_question_words_that_answers_never_repeat():
+    learn = load_benchmark("zh_term_weights")
+    pairs = [(["想问", "血压"], ["血压", "降压药"]), (["想问", "胃炎"], ["胃炎", "奥美拉唑"]), (["血压", "头晕"], ["血压"])]
+    weights = learn.term_recall_weights(pairs, alpha=1.0, gamma=1.0)
+    assert weights.of("想问") < 1.0 < weights.of("血压") and weights.of("没见过") == 1.0
+    assert weights.apply({"想问": 2.0, "血压": 1.0}) == {"想问": 2 * weights.of("想问"), "血压": weights.of("血压")}
 
 
 def test_focus_rule_leaves_short_documents_ranked_as_before(beir_folder, tmp_path):
