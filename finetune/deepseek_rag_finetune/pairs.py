@@ -11,9 +11,10 @@ import csv
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from deepseek_rag.errors import InvalidInputError
 
@@ -56,20 +57,22 @@ def _pair_from_row(row: dict, where: str) -> TrainingPair:
     return TrainingPair(row["query"].strip(), row["positive"].strip(), negatives)
 
 
-def read_jsonl_pairs(path: str | Path) -> list[TrainingPair]:
-    """``{"query", "positive", "negative"? | "negatives"?}`` per line; blank lines are skipped."""
-    path = Path(path)
-    pairs: list[TrainingPair] = []
+def jsonl_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed row) of each non-blank line of a JSON-lines file; malformed JSON is an error naming
+    the file and line."""
     with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}: malformed JSON on line {number}: {exc.msg} (column {exc.colno})") from None
-            pairs.append(_pair_from_row(row, f"{path} line {number}"))
-    return pairs
+                raise InvalidInputError(f"{path} line {number}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+
+
+def read_jsonl_pairs(path: str | Path) -> list[TrainingPair]:
+    """``{"query", "positive", "negative"? | "negatives"?}`` per line; blank lines are skipped."""
+    return [_pair_from_row(row, f"{path} line {number}") for number, row in jsonl_rows(path)]
 
 
 def read_table_pairs(path: str | Path) -> list[TrainingPair]:

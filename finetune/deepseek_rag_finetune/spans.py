@@ -18,7 +18,6 @@ Bad rows (a span outside its document, an unknown id, an empty question) raise
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from deepseek_rag.documents import Document
 from deepseek_rag.errors import InvalidInputError
 from deepseek_rag.evaluation import held_out
 
-from .pairs import TrainingPair
+from .pairs import TrainingPair, jsonl_rows
 
 logger = logging.getLogger(__name__)
 
@@ -67,26 +66,23 @@ def read_span_labels(folder: str | Path, split: str = "test") -> SpanLabels:
     documents = {doc.id: doc for doc in load_beir_corpus(folder)}
     queries, query_line = _read_queries(folder / "queries.jsonl")
     spans: dict[str, list[Span]] = {}
-    with open(spans_path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{spans_path} line {number}"
-            qid, doc_id, start, end = _span_row(line, where)
-            if qid not in queries:
-                raise InvalidInputError(f"{where}: query-id {qid!r} is not in queries.jsonl")
-            if not queries[qid].strip():
-                raise InvalidInputError(f"{where}: query {qid!r} has an empty question "
-                                        f"(queries.jsonl line {query_line[qid]}); give it its text or drop its spans")
-            document = documents.get(doc_id)
-            if document is None:
-                raise InvalidInputError(f"{where}: corpus-id {doc_id!r} is not in corpus.jsonl")
-            if not 0 <= start < end <= len(document.text):
-                raise InvalidInputError(
-                    f"{where}: span [{start}, {end}) lies outside document {doc_id!r} ({len(document.text)} characters); "
-                    "start and end are character offsets into its text with 0 <= start < end <= its length"
-                )
-            spans.setdefault(qid, []).append((doc_id, start, end))
+    for number, row in jsonl_rows(spans_path):
+        where = f"{spans_path} line {number}"
+        qid, doc_id, start, end = _span_row(row, where)
+        if qid not in queries:
+            raise InvalidInputError(f"{where}: query-id {qid!r} is not in queries.jsonl")
+        if not queries[qid].strip():
+            raise InvalidInputError(f"{where}: query {qid!r} has an empty question "
+                                    f"(queries.jsonl line {query_line[qid]}); give it its text or drop its spans")
+        document = documents.get(doc_id)
+        if document is None:
+            raise InvalidInputError(f"{where}: corpus-id {doc_id!r} is not in corpus.jsonl")
+        if not 0 <= start < end <= len(document.text):
+            raise InvalidInputError(
+                f"{where}: span [{start}, {end}) lies outside document {doc_id!r} ({len(document.text)} characters); "
+                "start and end are character offsets into its text with 0 <= start < end <= its length"
+            )
+        spans.setdefault(qid, []).append((doc_id, start, end))
     if not spans:
         raise InvalidInputError(f"{spans_path} holds no spans")
     used = {doc for s in spans.values() for doc, _, _ in s}
@@ -98,26 +94,15 @@ def _read_queries(path: Path) -> tuple[dict[str, str], dict[str, int]]:
         raise InvalidInputError(f"{path} not found: a span-labelled folder needs queries.jsonl rows {{_id, text}}")
     queries: dict[str, str] = {}
     lines: dict[str, int] = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path} line {number}: malformed JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(row, dict) or "_id" not in row or not isinstance(row.get("text", ""), str):
-                raise InvalidInputError(f"{path} line {number}: expected an object with '_id' and a string 'text'")
-            queries[str(row["_id"])] = row.get("text", "")
-            lines[str(row["_id"])] = number
+    for number, row in jsonl_rows(path):
+        if not isinstance(row, dict) or "_id" not in row or not isinstance(row.get("text", ""), str):
+            raise InvalidInputError(f"{path} line {number}: expected an object with '_id' and a string 'text'")
+        queries[str(row["_id"])] = row.get("text", "")
+        lines[str(row["_id"])] = number
     return queries, lines
 
 
-def _span_row(line: str, where: str) -> tuple[str, str, int, int]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{where}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+def _span_row(row: Any, where: str) -> tuple[str, str, int, int]:
     if not isinstance(row, dict) or any(k not in row for k in ("query-id", "corpus-id", "start", "end")):
         raise InvalidInputError(f"{where}: expected an object with 'query-id', 'corpus-id', 'start' and 'end'")
     start, end = row["start"], row["end"]
