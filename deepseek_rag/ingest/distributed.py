@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..documents import Document
 from ..errors import DeepSeekRAGError, InvalidInputError, MissingDependencyError
-from .preparation import PreparedBatch, prepare_documents
+from .preparation import PreparedBatch, check_batch, prepare_documents
 
 logger = logging.getLogger(__name__)
 
@@ -209,14 +209,7 @@ def prepare_on_dask(
     """Chunk, analyse and encode ``documents`` on the Dask cluster at ``address`` (see the module docstring)."""
     from ..encoding.fingerprint import check_fingerprint
 
-    documents = list(documents)
-    seen: set[str] = set()
-    for document in documents:
-        if not isinstance(document, Document):
-            raise InvalidInputError(f"expected Document objects, got {type(document).__name__}")
-        if document.id in seen:
-            raise InvalidInputError(f"document id {document.id!r} appears twice in this batch; ids must be unique")
-        seen.add(document.id)
+    documents = check_batch(documents, text=False)  # types and unique ids before anything is sent
     client, cluster, workers = connect(address, timeout)
     try:
         runs = split(documents, partitions or workers * PARTITIONS_PER_WORKER)

@@ -46,8 +46,10 @@ def with_language(document: Document, enabled: bool = True) -> Document:
     return Document(document.id, document.text, {**document.metadata, "language": language}) if language else document
 
 
-def check_batch(documents: Iterable[Any]) -> list[Document]:
-    """The documents of one write, checked: Document objects with ids unique in the batch."""
+def check_batch(documents: Iterable[Any], *, text: bool = True) -> list[Document]:
+    """The documents of one write, checked: Document objects with ids unique in the batch and (``text``) text
+    UTF-8 can hold. A distributed build checks text per document on its workers instead (``text=False``), so one
+    bad document is reported while the rest are indexed."""
     checked: list[Document] = []
     seen: set[str] = set()
     for doc in documents:
@@ -55,7 +57,8 @@ def check_batch(documents: Iterable[Any]) -> list[Document]:
             raise InvalidInputError(f"expected Document objects, got {type(doc).__name__}; see loaders.documents_from_records")
         if doc.id in seen:
             raise InvalidInputError(f"document id {doc.id!r} appears twice in this batch; ids must be unique")
-        _check_encodable(doc)
+        if text:
+            _check_encodable(doc)
         seen.add(doc.id)
         checked.append(doc)
     return checked
