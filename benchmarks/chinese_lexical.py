@@ -30,7 +30,8 @@ from deepseek_rag import DocumentIndex, DualEncoder, SparseConfig
 from deepseek_rag.evaluation import load_beir_split, score_run
 from deepseek_rag.ingest.loaders import load_beir_corpus
 from deepseek_rag.ingest.preparation import with_header
-from zh_term_weights import TermWeights, fitted_term_weights, term_recall_weights  # noqa: E402  (sibling module)
+from deepseek_rag.sparse.query_model import fit_query_model
+from deepseek_rag.sparse.term_weights import TermWeights, fitted_term_weights, term_recall_weights
 
 DEPTH = 100  # documents ranked per query, as `deepseek-rag eval` does
 SPLITS = ("dev", "test")
@@ -176,6 +177,35 @@ def learned_variants(measure, base: DocumentIndex, data: str, user_dictionary: s
                 rank=lambda index, texts: weighted_rankings(index, texts, refit))
 
 
+def query_model_rows(measure, base: DocumentIndex, data: str, learned: SparseConfig, field: str | None, out: Path) -> dict:
+    """The library's query model as ``deepseek-rag fit-sparse`` makes it: fitted on the train split under ``learned``'s
+    analysis, saved, attached with ``SparseConfig.query_model`` and searched by the retriever (sparse mode, documents
+    by their best chunk, as ``deepseek-rag eval --mode sparse`` ranks them). With a field: the term weights alone,
+    the field prior alone, and both at prior weights 0.5, 1 and 2."""
+    from deepseek_rag.sparse.query_model import QueryModel
+
+    train = load_beir_split(data, "train")
+    started = time.perf_counter()
+    model = fit_query_model(base.with_sparse(learned), train.queries, train.qrels, field=field)
+    seconds = round(time.perf_counter() - started, 1)
+    print(f"  fitted the library's query model on {model.fitted_on['pairs']} pairs in {seconds}s", flush=True)
+    params = f"k1={learned.k1} b={learned.b}"
+    models = {f"chars+search, {params} + query model: term weights (fit_query_model)":
+              QueryModel(model.analysis, model.term_weights, None)}
+    if model.field_prior is not None:
+        prior = model.field_prior
+        models[f"chars+search, {params} + query model: field prior on {field!r} only"] = QueryModel(model.analysis, None, prior)
+        for weight in (0.5, 1.0, 2.0):
+            scaled = type(prior).from_dict({**prior.to_dict(), "weight": weight})
+            models[f"chars+search, {params} + query model: term weights + field prior on {field!r} (weight {weight})"] = \
+                QueryModel(model.analysis, model.term_weights, scaled)
+    for n, (label, variant) in enumerate(models.items()):
+        path = out / f"query_model-{n}.json"
+        variant.save(path)
+        measure(label, SparseConfig(**{**learned.to_dict(), "query_model": str(path)}))
+    return {"fit_seconds": seconds, "pairs": model.fitted_on["pairs"], "field": field}
+
+
 def ndcg(runs: list[list[tuple[str, float]]], qids: list[str], qrels) -> float:
     return round(score_run({q: dict(r) for q, r in zip(qids, runs)}, qrels)["ndcg@10"], 4)
 
@@ -188,6 +218,9 @@ def main() -> None:
     parser.add_argument("--skip-build-times", action="store_true", help="Leave out the lexical-only vs dense build timing.")
     parser.add_argument("--build-times-only", action="store_true", help="Only the lexical-only vs dense build timing.")
     parser.add_argument("--model", default=None, help="Encoder folder (default: the bundled MiniLM).")
+    parser.add_argument("--field", default=None, metavar="KEY",
+                        help="Also measure the library's query model with a field prior on this metadata key "
+                             "(cmd_im_sample: title, the answer's department).")
     parser.add_argument("--learned-only", action="store_true",
                         help="Only the rows the learned weights need: the plain baseline, the chars+search k1/b grid "
                              "(it picks k1/b) and the learned rows (skips jieba modes, the chars grid, RM3, term recall).")
@@ -269,6 +302,7 @@ def main() -> None:
                 rank=lambda index, texts, w=weights: weighted_rankings(index, texts, w))
         learned_variants(measure, base, args.data, args.user_dictionary, weights, k1, b,
                          (*queries["dev"], splits["dev"].qrels))
+        results["query_model"] = query_model_rows(measure, base, args.data, learned, args.field, out)
         results["fitted_term_weights"] = {"lowest": sorted(weights.weights.items(), key=lambda kv: kv[1])[:20],
                                           "highest": sorted(weights.weights.items(), key=lambda kv: -kv[1])[:20],
                                           "unseen_by_length": weights.default_by_length}

@@ -17,6 +17,7 @@ version and lets the lock go. A change that fails leaves the index exactly as it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterable, Iterator
@@ -322,6 +323,25 @@ class DocumentIndex(Publishing, DenseSide):
         settings = IndexSettings.from_dict({**self.settings.to_dict(), "sparse": config.to_dict()})
         snapshot = rebuild.with_sparse(self._snapshot, config if config.enabled else None)
         return DocumentIndex(self.encoder, settings, _snapshot=snapshot)
+
+    def set_query_model(self, path: str | Path | None) -> None:
+        """Make sparse and hybrid searches use the learned query model in ``path`` (None: stop using one); its
+        checksum is recorded, and a model fitted under other BM25 settings is refused. Nothing is re-analysed;
+        call :meth:`save` to publish it as the next version (readers keep the old scoring until then)."""
+        from .sparse.query_model import query_model_checksum
+
+        self._check_writable()
+        if not self._snapshot.has_sparse:
+            raise InvalidInputError("this index has no sparse (BM25) side for a query model to weigh")
+        current = self.settings.sparse
+        if path is None:
+            config = dataclasses.replace(current, query_model=None, query_model_checksum=None)
+        else:
+            config = dataclasses.replace(current, query_model=str(path), query_model_checksum=query_model_checksum(path))
+            config.load_query_model()  # a bad file or other BM25 settings fail here, before anything changes
+        with self._writing():
+            self.settings = dataclasses.replace(self.settings, sparse=config)
+            self._swap(self._snapshot.derive(self._snapshot.states, sparse=config))
 
     # ------------------------------------------------------------------------------------ info
     def manifest(self) -> dict[str, Any]:

@@ -52,6 +52,8 @@ def open_index(
 
     def sparse_of(record: dict[str, Any]) -> SparseConfig | None:
         settings = opened["settings"]
+        if settings.sparse.enabled:
+            settings.sparse.load_query_model()  # a missing or changed query model fails the open, not each search
         return settings.sparse if settings.sparse.enabled else None
 
     _, snapshot = open_current(folder, dim_of, sparse_of, reuse=reuse)

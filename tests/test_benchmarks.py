@@ -205,9 +205,10 @@ def test_chinese_lexical_reports_every_variant_and_both_build_times(tiny_model_d
     queries = {"q1": ("出租人可以解除合同吗", "d1"), "q2": ("什么是不安抗辩权", "d2"), "q3": ("表见代理的构成", "d3"),
                "q4": ("租赁期限最长多少年", "d4"), "q5": ("借款到期不还怎么办", "d5"),
                "q6": ("请问出租人同意转租吗", "d1"), "q7": ("请问借款的利息怎么支付", "d5"), "q8": ("请问二十年的租赁期限", "d4")}
+    areas = {"d1": "租赁", "d2": "合同", "d3": "代理", "d4": "租赁", "d5": "借款"}  # the field prior's key: title
     with open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus:
         for doc_id, text in docs.items():
-            corpus.write(json.dumps({"_id": doc_id, "title": "", "text": text}, ensure_ascii=False) + "\n")
+            corpus.write(json.dumps({"_id": doc_id, "title": areas[doc_id], "text": text}, ensure_ascii=False) + "\n")
     with open(folder / "queries.jsonl", "w", encoding="utf-8") as handle:
         for qid, (text, _) in queries.items():
             handle.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
@@ -218,7 +219,7 @@ def test_chinese_lexical_reports_every_variant_and_both_build_times(tiny_model_d
     terms.write_text("不安抗辩权\n表见代理\n", encoding="utf-8")
     out = tmp_path / "out"
     printed = run_script("chinese_lexical.py", str(folder), "--out", str(out), "--model", str(tiny_model_dir),
-                         "--user-dictionary", str(terms))
+                         "--user-dictionary", str(terms), "--field", "title")
     result = json.loads((out / "chinese_lexical.json").read_text())
     variants = result["variants"]
     assert {"jieba search mode", "chars+search: bigrams and jieba search words together"} <= set(variants)
@@ -226,6 +227,9 @@ def test_chinese_lexical_reports_every_variant_and_both_build_times(tiny_model_d
     assert any("term recall weights" in label for label in variants) and any("fitted term" in label for label in variants)
     assert any(label.startswith("RRF") for label in variants) and any("unseen-term defaults" in label for label in variants)
     assert any("user dictionary" in label and "fitted with it" in label for label in variants)
+    library = [label for label in variants if "query model" in label]  # fit_query_model, attached, via the retriever
+    assert len(library) == 5 and any("field prior on 'title' (weight 0.5)" in label for label in library)
+    assert result["query_model"]["field"] == "title" and result["query_model"]["pairs"] == 3
     fitted = result["fitted_term_weights"]  # learned on the train split's questions, positive and finite
     assert "转租" in dict(fitted["highest"] + fitted["lowest"]) or len(fitted["highest"]) == 20
     assert all(0 < w < float("inf") for _, w in fitted["highest"] + fitted["lowest"])
@@ -237,7 +241,8 @@ def test_chinese_lexical_reports_every_variant_and_both_build_times(tiny_model_d
 
 
 def test_term_recall_weights_lower_question_words_that_answers_never_repeat():
-    learn = load_benchmark("zh_term_weights")
+    from deepseek_rag.sparse import term_weights as learn
+
     pairs = [(["想问", "血压"], ["血压", "降压药"]), (["想问", "胃炎"], ["胃炎", "奥美拉唑"]), (["血压", "头晕"], ["血压"])]
     weights = learn.term_recall_weights(pairs, alpha=1.0, gamma=1.0)
     assert weights.of("想问") < 1.0 < weights.of("血压") and weights.of("没见过") == 1.0

@@ -25,6 +25,7 @@ from .demo import demo_command
 from .densify import densify_command
 from .eval import eval_command
 from .export import export_command
+from .fit_sparse import fit_sparse_command
 from .index import add_command, delete_command, index_command
 from .query import info_command, query_command
 from .serve import serve_command
@@ -81,7 +82,8 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool) -> None:
 
 
 for command in (index_command, add_command, delete_command, query_command, info_command, eval_command, ask_command,
-                serve_command, compare_command, ab_report_command, export_command, demo_command, densify_command):
+                serve_command, compare_command, ab_report_command, export_command, demo_command, densify_command,
+                fit_sparse_command):
     cli.add_command(command)
 
 

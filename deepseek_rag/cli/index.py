@@ -26,6 +26,11 @@ from .common import (
               help="Vectors beside BM25 (on); BM25 only, a lexical-only index searched in sparse mode (off); or off "
                    "when the encoder cannot read most of a sample of the corpus's tokens (auto: it says so).")
 @index_options
+@click.option("--chinese", type=click.Choice(["chars", "search", "precise", "chars+search"]), default=None,
+              help="BM25 terms of Chinese text: chars (character unigrams + bigrams, the default), jieba search or "
+                   "precise mode, or chars+search (both; best with a fitted query model, see `fit-sparse`).")
+@click.option("--bm25-k1", type=click.FloatRange(0), default=None, help="BM25 term-frequency saturation (default 1.5).")
+@click.option("--bm25-b", type=click.FloatRange(0, 1), default=None, help="BM25 length normalisation (default 0.75).")
 @click.option("--vectors", "vectors", default=None, metavar="URI", envvar="DEEPSEEK_RAG_VECTORS",
               help="Keep vectors and chunks in Milvus: milvus:///path/file.db (milvus-lite, embedded) or "
                    "http://host:19530 (a server, or `milvus-lite server`). Default: FAISS files in --out.")
@@ -37,7 +42,8 @@ from .common import (
 @wait_option
 @click.pass_context
 def index_command(ctx, sources, out, overwrite, dense, index_spec, recall_target, chunking, chunk_tokens, chunk_overlap,
-                  headers, vectors, collection, dask_address, model, adapter, dtype, device, wait) -> None:
+                  headers, chinese, bm25_k1, bm25_b, vectors, collection, dask_address, model, adapter, dtype, device,
+                  wait) -> None:
     """Build an index directory from files, folders or BEIR corpus.jsonl files.
 
     \b
@@ -45,6 +51,7 @@ def index_command(ctx, sources, out, overwrite, dense, index_spec, recall_target
       deepseek-rag index contracts/ --out contracts.idx
       deepseek-rag index corpus.jsonl --out sci.idx --index-spec IVF256,PQ96x8
       deepseek-rag index chinese-laws/ --out laws.idx --dense auto   # BM25 only if MiniLM cannot read it
+      deepseek-rag index med/corpus.jsonl --out med.idx --dense off --chinese chars+search --bm25-k1 0.9
       deepseek-rag index corpus.jsonl --out sci.idx --vectors milvus:///data/sci.db --index-spec IVF_SQ8
       deepseek-rag index corpus.jsonl --out sci.idx --dask local:4
     """
@@ -55,6 +62,9 @@ def index_command(ctx, sources, out, overwrite, dense, index_spec, recall_target
     # Everything that can be checked is checked before the slow work: the settings, that --out can be written,
     # the Milvus target (reachable, builds the index type, the collection is free), the Dask address.
     settings = make_settings(index_spec, chunking, chunk_tokens, chunk_overlap, headers, recall_target, dense)
+    bm25 = {k: v for k, v in (("chinese", chinese), ("k1", bm25_k1), ("b", bm25_b)) if v is not None}
+    if bm25:
+        settings = IndexSettings.from_dict({**settings.to_dict(), "sparse": {**settings.sparse.to_dict(), **bm25}})
     if vectors is not None:
         store = VectorStoreSettings(backend="milvus", uri=vectors, collection=collection)
         settings = IndexSettings.from_dict({**settings.to_dict(), "vector_store": store.to_dict()})

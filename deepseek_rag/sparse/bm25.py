@@ -28,6 +28,7 @@ from ..config import Config
 from ..errors import IndexFormatError, InvalidInputError
 from .analysis import CHINESE_MODES, Analyzer, stemmer_language
 from .dictionary import dictionary_checksum
+from .query_model import QueryModel, load_query_model
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,14 @@ class SparseConfig(Config):
         metadata={"help": "A jieba user dictionary file (one word a line: medical or legal terms) for the jieba "
                           "modes; the index records its checksum, so queries must find the same words."},
     )
+    query_model: str | None = field(
+        default=None,
+        metadata={"help": "A learned query model file (query-term weights, a field prior; `deepseek-rag fit-sparse`) "
+                          "that sparse and hybrid searches use; the index records its checksum."},
+    )
+    query_model_checksum: str | None = field(
+        default=None, metadata={"help": "sha256 of the query model file, recorded when it is attached (None: read it)."}
+    )
 
     def __post_init__(self) -> None:
         if self.method not in BM25_METHODS:
@@ -78,6 +87,8 @@ class SparseConfig(Config):
             if self.chinese == "chars":
                 raise InvalidInputError("SparseConfig.user_dictionary is read by jieba, and chinese='chars' does not "
                                         "use jieba; choose chinese='chars+search', 'search' or 'precise'")
+        if self.query_model is not None and (not isinstance(self.query_model, str) or not self.query_model.strip()):
+            raise InvalidInputError(f"SparseConfig.query_model={self.query_model!r} must be a file path")
 
     def analysis_key(self) -> dict[str, Any]:
         """The fields that decide a chunk's terms (postings written with others must be rebuilt); a user dictionary
@@ -86,6 +97,17 @@ class SparseConfig(Config):
         if self.user_dictionary is not None:
             key["user_dictionary"] = dictionary_checksum(self.user_dictionary)
         return key
+
+    def scoring_key(self) -> dict[str, Any]:
+        """What a learned query model depends on: the analysis and the BM25 parameters it was fitted under."""
+        return {**self.analysis_key(), "k1": float(self.k1), "b": float(self.b), "method": self.method}
+
+    def load_query_model(self) -> QueryModel | None:
+        """The query model this config names, checked against its recorded checksum and this config's scoring
+        (None without one)."""
+        if self.query_model is None:
+            return None
+        return load_query_model(self.query_model, self.query_model_checksum, self.scoring_key())
 
     def analyzer(self, language: str | None) -> Analyzer:
         """The analyzer for text in ``language`` under this config."""
@@ -249,6 +271,8 @@ class SparseIndex:
         self.mean_length = total / self.chunks if self.chunks else 0.0
         self.algorithms = list(dict.fromkeys(a for p in self.parts for a in p.postings.algorithms)) or ["english"]
         self._analyzers: dict[str, Analyzer] = {}
+        self.query_model = self.config.load_query_model()
+        self.field_prior = self.query_model.field_prior if self.query_model is not None else None
 
     @classmethod
     def from_texts(cls, chunk_ids: Sequence[int], texts: Sequence[str], config: SparseConfig | None = None,
@@ -287,11 +311,12 @@ class SparseIndex:
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
     def query_weights(self, query: str) -> dict[str, float]:
-        """A query's terms with their weights: how often each occurs in the analysed query."""
+        """A query's terms with their weights: how often each occurs in the analysed query, times the learned
+        weight of the term when the config names a query model with term weights."""
         weights: dict[str, float] = {}
         for term in self.analyze_query(query):
             weights[term] = weights.get(term, 0.0) + 1.0
-        return weights
+        return self.query_model.weigh(weights) if self.query_model is not None else weights
 
     def search(
         self, queries: Sequence[str | Mapping[str, float]], k: int, *, allowed_ids: np.ndarray | None = None

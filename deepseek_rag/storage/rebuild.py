@@ -65,10 +65,16 @@ def with_vector_spec(
 
 
 def with_sparse(snapshot: Snapshot, config: SparseConfig | None) -> Snapshot:
-    """``snapshot`` with every segment's BM25 postings analysed again under ``config`` (None: no BM25 side)."""
+    """``snapshot`` with every segment's BM25 postings analysed again under ``config`` (None: no BM25 side). Postings
+    analysed as ``config`` analyses are kept: a change of scoring only (k1, b, a query model) re-reads nothing."""
+    same = (config is not None and snapshot.sparse_config is not None
+            and config.analysis_key() == snapshot.sparse_config.analysis_key())
     states = []
     for state in snapshot.states:
-        postings = analyse_store(state.segment.store, config) if config is not None else None
+        if same and state.segment.postings is not None:
+            postings = state.segment.postings
+        else:
+            postings = analyse_store(state.segment.store, config) if config is not None else None
         segment = Segment(state.segment.name, state.segment.store, state.segment.vectors, postings)
         states.append(SegmentState(segment, state.deleted, state.deleted_documents))
     return snapshot.derive(states, sparse=config, version=None)

@@ -23,6 +23,8 @@ import numpy as np
 from ..documents import Chunk, Document
 from ..errors import InvalidInputError
 from ..sparse.bm25 import PostingsPart, SparseConfig, SparseIndex
+from ..sparse.field_prior import FieldPrior
+from ..sparse.query_model import PRIOR_DEPTH, rescore_with_prior
 from ..vectors.base import IdFilter, MetadataFilter
 from ..vectors.faiss_store import FaissVectorStore
 from ..vectors.filters import Filter
@@ -335,14 +337,40 @@ class Snapshot:
     def search_sparse(
         self, queries: Sequence[str], k: int, *, filters: Filter | Mapping[str, Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """BM25 search (+ metadata filter) → (scores, ids), both (n, k); chunks sharing no term are left out."""
+        """BM25 search (+ metadata filter) → (scores, ids), both (n, k); chunks sharing no term are left out.
+        With a query model's field prior, BM25's best ``PRIOR_DEPTH`` candidates are re-scored by it."""
         sparse = self.sparse
         queries = list(queries)
+        prior = sparse.field_prior
+        depth = max(k, PRIOR_DEPTH) if prior is not None else k
         parsed = Filter.parse(filters)
         if parsed is None:
-            return sparse.search(queries, k)
-        return self.planner.search(parsed, k, lambda depth, allowed: sparse.search(queries, depth, allowed_ids=allowed),
-                                   available=len(sparse))
+            scores, ids = sparse.search(queries, depth)
+        else:
+            scores, ids = self.planner.search(
+                parsed, depth, lambda deeper, allowed: sparse.search(queries, deeper, allowed_ids=allowed),
+                available=len(sparse))
+        if prior is None:
+            return scores, ids
+        return self._with_field_prior(prior, queries, scores, ids, k)
+
+    def _with_field_prior(self, prior: FieldPrior, queries: Sequence[str | Mapping[str, float]], scores: np.ndarray,
+                          ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        found = ids[ids >= 0]
+        chunks = self.get_chunks(sorted({int(i) for i in found})) if len(found) else {}
+        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, query in enumerate(queries):
+            keep = ids[row] >= 0
+            if not keep.any():
+                continue
+            terms = self.sparse.analyze_query(query) if isinstance(query, str) else list(query)
+            row_ids = ids[row][keep]
+            values = [chunks[int(i)].metadata.get(prior.key) if int(i) in chunks else None for i in row_ids]
+            boosted, order_ids = rescore_with_prior(prior, terms, scores[row][keep], row_ids, values)
+            n = min(k, len(order_ids))
+            out_scores[row, :n], out_ids[row, :n] = boosted[:n], order_ids[:n]
+        return out_scores, out_ids
 
     def close(self, keep: Sequence[Segment] = ()) -> None:
         """Close every segment not in ``keep`` (call only when no search runs on this snapshot any more)."""

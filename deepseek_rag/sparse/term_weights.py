@@ -1,4 +1,4 @@
-"""Query-term weights learned from training question → answer pairs, for ``chinese_lexical.py``.
+"""Query-term weights learned from training question → answer pairs (a :class:`.query_model.QueryModel` part).
 
 Patients' questions are full of words their doctors' answers never repeat (想问, 怎么回事, 我妈, 该怎么办), and BM25
 weighs them by their rarity in the answers, which is high. Two ways to learn from the training pairs how much each
@@ -8,13 +8,15 @@ contribution (unseen terms fall back to a default):
 - **term recall** (Zhao & Callan 2010's P(t | R)): of the training questions holding term ``t``, the share whose
   relevant answer holds it too, smoothed toward the mean share with ``alpha`` pseudo-questions; the weight is
   ``(recall / mean recall) ** gamma`` (unseen terms: 1.0).
-- **fitted**: ``exp(beta · features(t))`` over a few features of the term (log smoothed recall, log of how much
-  more often it occurs in questions than in answers, length class, log question frequency), ``beta`` fitted by a
-  softmax (listwise) loss of the relevant answer against BM25's top answers and random ones, in a few rounds
-  with the negatives mined again under the current weights. The training questions' own features leave the
-  question out (leave-one-out), else a term seen once would look perfectly predictive.
+- **fitted** (what ``deepseek-rag fit-sparse`` uses): ``exp(beta · features(t))`` over a few features of the term
+  (log smoothed recall, log of how much more often it occurs in questions than in answers, length class, log
+  question frequency), ``beta`` fitted by a softmax (listwise) loss of the relevant answer against BM25's top
+  answers and random ones, in a few rounds with the negatives mined again under the current weights. The training
+  questions' own features leave the question out (leave-one-out), else a term seen once would look perfectly
+  predictive. Fitting needs torch and scipy; applying the weights needs neither.
 
-Both read documents and questions as term lists (the index's analyser); nothing here touches the test split.
+Both read documents and questions as term lists (the index's analyser); ``benchmarks/chinese_lexical.py`` measures
+them on cmd_im_sample without touching its test split.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.sparse as sp
 
 
 class TermWeights:
@@ -64,6 +65,8 @@ class _Corpus:
     """BM25 term parts of every document as one sparse matrix (documents × terms), lucene idf."""
 
     def __init__(self, documents: Sequence[list[str]], k1: float, b: float) -> None:
+        import scipy.sparse as sp
+
         self.vocab: dict[str, int] = {}
         rows, cols, counts = [], [], []
         lengths = np.zeros(len(documents))
@@ -80,7 +83,9 @@ class _Corpus:
         self.df = np.bincount(cols, minlength=len(self.vocab)).astype(np.float64)
         self.idf = np.log(1 + (self.n - self.df + 0.5) / (self.df + 0.5))
 
-    def query_matrix(self, queries: Sequence[list[str]], weigh) -> sp.csr_matrix:
+    def query_matrix(self, queries: Sequence[list[str]], weigh):  # -> scipy.sparse.csr_matrix
+        import scipy.sparse as sp
+
         rows, cols, values = [], [], []
         for i, terms in enumerate(queries):
             for term, count in Counter(terms).items():
@@ -91,7 +96,7 @@ class _Corpus:
                     values.append(count * weigh(i, term) * self.idf[j])
         return sp.csr_matrix((values, (rows, cols)), shape=(len(queries), len(self.vocab)))
 
-    def scores(self, queries: sp.csr_matrix) -> np.ndarray:
+    def scores(self, queries) -> np.ndarray:
         return (queries @ self.parts.T).toarray()
 
 
@@ -116,20 +121,22 @@ def fitted_term_weights(
         return [math.log((hits + alpha * mean) / (n + alpha)), ratio, float(length == 1), float(length == 2),
                 float(length == 3), math.log(1 + n)]
 
-    # one row per (training question, distinct term in the corpus), features left-one-out
-    pair_terms, pair_features = [], []
-    for question, relevant in pairs:
+    # one row per (training question, distinct term in the corpus), features left-one-out, in the order of the
+    # question's row of ``counted`` (CSR keeps a row's columns sorted: the loss below reads them in that order)
+    question_terms = [q for q, _ in pairs]
+    counted = corpus.query_matrix(question_terms, lambda i, t: 1.0).tocsr()
+    term_of = list(corpus.vocab)  # vocabulary ids in order
+    pair_features = []
+    for i, (_, relevant) in enumerate(pairs):
         answer = set(documents[relevant])
-        terms = [t for t in dict.fromkeys(question) if t in corpus.vocab]
-        pair_terms.append([corpus.vocab[t] for t in terms])
-        pair_features.extend(features(t, asked[t] - 1, recalled[t] - (t in answer)) for t in terms)
+        for j in counted.indices[counted.indptr[i]:counted.indptr[i + 1]]:
+            t = term_of[j]
+            pair_features.append(features(t, asked[t] - 1, recalled[t] - (t in answer)))
     if not pair_features:
         return TermWeights({})
     x = torch.tensor(pair_features, dtype=torch.float32)
     beta = torch.zeros(x.shape[1], requires_grad=True)
     optimiser = torch.optim.Adam([beta], lr=0.05)
-    question_terms = [q for q, _ in pairs]
-    counted = corpus.query_matrix(question_terms, lambda i, t: 1.0).tocsr()
     plain = corpus.scores(counted)
     depth = max(1, min(negatives, corpus.n - 1))
 
