@@ -3,6 +3,11 @@
 PEFT style: each field carries ``metadata={"help": ...}`` (the CLI reuses it), ``__post_init__`` raises a
 ``ValueError`` naming the field and the bad value, and the config round-trips through JSON (it is saved in
 the checkpoint and in ``training_report.json``). This module holds no training code.
+
+The defaults are the measured recipe (README, "Fine-tuning SciFact in the default path"): 3 epochs at lr 1e-3, one
+BM25-mined hard negative per pair, a shared adapter (chosen on the held-out dev claims); on SciFact's 919 training
+pairs it lifts the default chunked hybrid path from nDCG@10 0.7232 to 0.7638. The first release's defaults (1 epoch,
+lr 2e-4, no hard negatives) moved it by −0.0007.
 """
 
 from __future__ import annotations
@@ -38,18 +43,18 @@ class FinetuneConfig:
                                           "query: adapt the query side only (document vectors stay the base model's)."}
     )
     projection_dim: int | None = field(default=None, metadata={"help": "Train a linear head to this many dimensions; None = none."})
-    epochs: int = field(default=1, metadata={"help": "Passes over the training pairs."})
+    epochs: int = field(default=3, metadata={"help": "Passes over the training pairs (3: the measured recipe, README)."})
     max_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimizer steps (overrides epochs)."})
     batch_size: int = field(default=32, metadata={"help": "Pairs per micro-batch (per process); in-batch negatives come from it."})
-    lr: float = field(default=2e-4, metadata={"help": "Peak learning rate (AdamW)."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW); LoRA wants more than a full fine-tune."})
     warmup_ratio: float = field(default=0.1, metadata={"help": "Share of the steps spent warming the learning rate up linearly."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     temperature: float = field(default=0.05, metadata={"help": "InfoNCE softmax temperature (0.05 = scale 20)."})
     loss: str = field(default="infonce", metadata={"help": "infonce (in-batch + hard negatives) | margin (contrastive margin)."})
     margin: float = field(default=0.5, metadata={"help": "margin loss: negatives are pushed below this cosine."})
     symmetric: bool = field(default=False, metadata={"help": "InfoNCE: add the document→query direction."})
-    hard_negatives: int = field(default=0, metadata={"help": "Mined hard negatives per pair (0 = in-batch negatives only)."})
-    mining: str = field(default="dense", metadata={"help": "How to mine hard negatives: dense (the base encoder + FAISS) | bm25."})
+    hard_negatives: int = field(default=1, metadata={"help": "Mined hard negatives per pair (0 = in-batch negatives only)."})
+    mining: str = field(default="bm25", metadata={"help": "How to mine hard negatives: bm25 | dense (the base encoder + FAISS)."})
     mining_ranks: tuple[int, int] = field(default=(3, 30), metadata={"help": "Rank window (1-based, inclusive) negatives are drawn from."})
     mining_margin: float = field(default=0.05, metadata={"help": "Skip candidates scoring within this margin of the positive."})
     grad_accumulation: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
