@@ -163,6 +163,14 @@ EVAL_COMMANDS = [w for w in fenced_commands() if w[:2] == ["deepseek-rag", "eval
 def test_readme_eval_commands_run_with_the_settings_the_readme_names(words, workdir, tiny_model_dir):
     data = Path(words[words.index("--data") + 1])
     write_tiny_beir(data)
+    if "--adapter" in words:  # the README's adapter comes from its `finetune` command: a tiny one stands in
+        from deepseek_rag.testing import build_tiny_adapter
+
+        build_tiny_adapter(tiny_model_dir, words[words.index("--adapter") + 1])
+    if "--index" in words:  # an index the README builds with its `index` command: one of the tiny corpus stands in
+        built = CliRunner().invoke(cli, ["index", str(data / "corpus.jsonl"), "--out", words[words.index("--index") + 1],
+                                         "--model", str(tiny_model_dir)])
+        assert built.exit_code == 0, built.output
     result = CliRunner().invoke(cli, [*words[1:], "--model", str(tiny_model_dir)])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
