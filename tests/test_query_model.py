@@ -192,3 +192,17 @@ def test_the_service_ranks_with_the_attached_model_and_swaps_to_it_when_publishe
                 break
             time.sleep(0.1)
         assert answer["index_version"] == 2 and answer["hits"][0]["doc_id"] == "胃胀"
+
+
+def test_the_prior_reads_the_same_values_from_a_published_segments_columns_as_from_its_chunks(index, tmp_path):
+    import numpy as np
+
+    index.save(tmp_path / "published.idx")
+    published = DocumentIndex.load(tmp_path / "published.idx", index.encoder, writable=False)
+    ids = np.unique(np.concatenate([published.snapshot().search_sparse(["胃胀 血压"], 30)[1][0], [10**9]]))
+    ids = ids[ids >= 0]
+    from_columns = published.snapshot().text_values("department", ids)
+    from_chunks = index.snapshot().text_values("department", ids)
+    assert from_columns == from_chunks and from_columns[-1] is None  # an id no segment holds
+    assert set(from_columns[:-1]) == {"消化科", "心血管科"}
+    assert published.snapshot().text_values("price", ids[:3]) == [None, None, None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,6 +81,14 @@ class FilterReads:
         hits = self._rows(f"SELECT COUNT(*) FROM json_each(?) s CROSS JOIN documents d ON d.rowid = s.value WHERE {where}",
                           [rowids, *params])[0][0]
         return int(hits), looked
+
+    def text_values(self, key: str, chunk_ids: Sequence[int]) -> list[str | None] | None:
+        """The text value of ``metadata[key]`` for each chunk's document, from the in-memory column of a published
+        segment; None for a segment being written (read the chunks instead)."""
+        columns = self._filter_columns()
+        if columns is None or self._has_bare_nan():
+            return None
+        return columns.text_values(key, np.asarray(chunk_ids, dtype=np.int64))
 
     def warm_filter_columns(self, keys: Iterable[str]) -> None:
         """Read the columns of ``keys`` now (a new segment's declared ``filter_fields``, before readers see it)."""

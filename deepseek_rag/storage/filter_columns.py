@@ -38,6 +38,10 @@ class Column:
         self.text = np.fromiter((self._codes.setdefault(v, len(self._codes)) if _KINDS[t] == TEXT else -1
                                  for v, t in rows), dtype=np.int64, count=len(rows))
 
+    def texts(self) -> list[str]:
+        """The distinct texts, by code."""
+        return list(self._codes)
+
     def equal(self, value: Any) -> np.ndarray:
         """Where the stored value equals ``value`` as ``Filter.matches`` compares (``_equal``)."""
         if value is None:
@@ -73,6 +77,18 @@ class FilterColumns:
             return None
         mask = self._mask(filter_.root)
         return int(mask.sum()), len(mask)
+
+    def text_values(self, key: str, chunk_ids: np.ndarray) -> list[str | None]:
+        """The text value of ``key`` in the document of each of ``chunk_ids`` (None: missing, not text, or an id
+        this segment does not hold)."""
+        column = self._column(key)
+        ids, document_of_chunk = self._chunk_map()
+        wanted = np.asarray(chunk_ids, dtype=np.int64)
+        position = np.minimum(np.searchsorted(ids, wanted), max(len(ids) - 1, 0))
+        found = (ids[position] == wanted) if len(ids) else np.zeros(len(wanted), dtype=bool)
+        codes = np.where(found, column.text[document_of_chunk[position]] if len(ids) else -1, -1)
+        texts = column.texts()
+        return [texts[c] if c >= 0 else None for c in codes.tolist()]
 
     def warm(self, keys: Iterable[str]) -> None:
         """Read ``keys``' columns (and the chunk map) now rather than at the first filter that needs them."""

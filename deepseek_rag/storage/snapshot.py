@@ -215,6 +215,21 @@ class Snapshot:
                 out.update(state.segment.store.get_chunks(mine.tolist()))
         return out
 
+    def text_values(self, key: str, ids: np.ndarray) -> list[str | None]:
+        """``metadata[key]`` of each chunk's document where it is text, else None (``ids`` ascending, unique):
+        published segments answer from their in-memory column, a segment being written from its chunks."""
+        value_of: dict[int, str | None] = {}
+        for state in self.states:
+            mine = ids[np.isin(ids, state.segment.chunk_ids)] if len(self.states) > 1 else ids
+            if not len(mine):
+                continue
+            values = state.segment.store.text_values(key, mine)
+            if values is None:
+                chunks = state.segment.store.get_chunks(mine.tolist())
+                values = [_text(chunks[i].metadata.get(key)) if i in chunks else None for i in mine.tolist()]
+            value_of.update(zip(mine.tolist(), values))
+        return [value_of.get(i) for i in ids.tolist()]
+
     def chunks_of(self, doc_id: str, first: int = 0, last: int | None = None) -> list[Chunk]:
         found = self.locate(doc_id)
         return [] if found is None else self.states[found[0]].segment.store.chunks_of(doc_id, first, last)
@@ -356,8 +371,8 @@ class Snapshot:
 
     def _with_field_prior(self, prior: FieldPrior, queries: Sequence[str | Mapping[str, float]], scores: np.ndarray,
                           ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        found = ids[ids >= 0]
-        chunks = self.get_chunks(sorted({int(i) for i in found})) if len(found) else {}
+        found = np.unique(ids[ids >= 0])
+        value_of = dict(zip(found.tolist(), self.text_values(prior.key, found)))
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         out_ids = np.full((len(queries), k), -1, dtype=np.int64)
         for row, query in enumerate(queries):
@@ -366,7 +381,7 @@ class Snapshot:
                 continue
             terms = self.sparse.analyze_query(query) if isinstance(query, str) else list(query)
             row_ids = ids[row][keep]
-            values = [chunks[int(i)].metadata.get(prior.key) if int(i) in chunks else None for i in row_ids]
+            values = [value_of.get(int(i)) for i in row_ids]
             boosted, order_ids = rescore_with_prior(prior, terms, scores[row][keep], row_ids, values)
             n = min(k, len(order_ids))
             out_scores[row, :n], out_ids[row, :n] = boosted[:n], order_ids[:n]
@@ -428,3 +443,7 @@ def _merge_top_k(results: list[tuple[np.ndarray, np.ndarray]], n: int, k: int) -
     ids = np.concatenate([r[1] for r in results], axis=1)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
