@@ -87,6 +87,14 @@ class FieldPrior:
                             count=len(values))
         return np.where(index >= 0, self.weight * log_probs[np.maximum(index, 0)], 0.0)
 
+    def rescore(self, terms: Sequence[str], scores: np.ndarray, ids: np.ndarray,
+                values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """BM25 ``scores`` of candidates ``ids`` (holding ``values``) plus their boosts, re-sorted best first (ties
+        by id)."""
+        boosted = np.asarray(scores, dtype=np.float64) + self.boosts(terms, values)
+        order = np.lexsort((np.asarray(ids), -boosted))
+        return boosted[order].astype(np.float32), np.asarray(ids)[order]
+
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "values": self.values, "weight": self.weight, "idf": self.idf,
                 "coefficients": {t: [round(float(x), 6) for x in c] for t, c in self.coefficients.items()},

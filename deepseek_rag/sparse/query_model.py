@@ -174,15 +174,6 @@ def fit_query_model(index: Any, queries: Mapping[str, str], qrels: Mapping[str, 
                       {"pairs": len(pairs), "documents": len(term_lists), "field": field})
 
 
-def rescore_with_prior(prior: FieldPrior, terms: Sequence[str], scores, ids, values: Sequence[Any]):
-    """``scores`` + the prior's boosts for candidates holding ``values``, re-sorted best first (ties by id)."""
-    import numpy as np
-
-    boosted = np.asarray(scores, dtype=np.float64) + prior.boosts(terms, values)
-    order = np.lexsort((np.asarray(ids), -boosted))
-    return boosted[order].astype(np.float32), np.asarray(ids)[order]
-
-
 def _read(path: str | Path) -> bytes:
     try:
         return Path(path).read_bytes()

@@ -24,7 +24,7 @@ from ..documents import Chunk, Document
 from ..errors import InvalidInputError
 from ..sparse.bm25 import PostingsPart, SparseConfig, SparseIndex
 from ..sparse.field_prior import FieldPrior
-from ..sparse.query_model import PRIOR_DEPTH, rescore_with_prior
+from ..sparse.query_model import PRIOR_DEPTH
 from ..vectors.base import IdFilter, MetadataFilter
 from ..vectors.faiss_store import FaissVectorStore
 from ..vectors.filters import Filter
@@ -382,7 +382,7 @@ class Snapshot:
             terms = self.sparse.analyze_query(query) if isinstance(query, str) else list(query)
             row_ids = ids[row][keep]
             values = [value_of.get(int(i)) for i in row_ids]
-            boosted, order_ids = rescore_with_prior(prior, terms, scores[row][keep], row_ids, values)
+            boosted, order_ids = prior.rescore(terms, scores[row][keep], row_ids, values)
             n = min(k, len(order_ids))
             out_scores[row, :n], out_ids[row, :n] = boosted[:n], order_ids[:n]
         return out_scores, out_ids
